@@ -1,0 +1,53 @@
+# `make book` and `make test` are the two commands a new reader needs; each creates the
+# virtual environment first if it is missing or out of date.
+PYTHON  ?= python3
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+PROFILE ?= default
+export EXPLODING_GRADIENTS_CACHE ?= $(CURDIR)/.cache/results
+export MPLBACKEND := Agg
+
+NOTEBOOKS := $(wildcard notebooks/*.ipynb)
+EXECUTED  := $(patsubst notebooks/%.ipynb,book/generated/%.ipynb,$(NOTEBOOKS))
+PACKAGE   := $(shell find src -name '*.py')
+BOOK_SRC  := _config.yml _toc.yml $(wildcard book/*.md book/*.bib)
+# The profile is part of every executed page's identity: switching it re-executes.
+PROFILE_STAMP := book/generated/.profile-$(PROFILE)
+
+.PHONY: book test lint venv clean benchmark
+
+book: _build/html/index.html
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[book,test]"
+	touch $@
+
+$(PROFILE_STAMP):
+	mkdir -p book/generated
+	rm -f book/generated/.profile-*
+	touch $@
+
+book/generated/%.ipynb: notebooks/%.ipynb $(PACKAGE) $(STAMP) $(PROFILE_STAMP)
+	$(PY) -m exploding_gradients.bookbuild $< $@ --profile $(PROFILE)
+
+_build/html/index.html: $(EXECUTED) $(BOOK_SRC) $(STAMP)
+	$(VENV)/bin/jupyter-book build . -W --keep-going
+	touch $@
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check src tests
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests
+
+benchmark: $(STAMP)
+	$(PY) benchmarks/build_time.py
+
+clean:
+	rm -rf _build book/generated .cache

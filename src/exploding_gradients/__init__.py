@@ -1,0 +1,13 @@
+"""Exploding Gradients: measured experiments on the exploding-gradient problem.
+
+>>> import exploding_gradients as eg
+>>> df = eg.run("signal_propagation", depth=30, activation="tanh", seeds=3)
+"""
+
+__version__ = "0.1.0"
+
+from .config import ConfigError  # noqa: E402
+from .experiments import REGISTRY, run, sweep  # noqa: E402
+from .monitor import GradientMonitor  # noqa: E402
+
+__all__ = ["REGISTRY", "ConfigError", "GradientMonitor", "__version__", "run", "sweep"]

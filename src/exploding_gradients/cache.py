@@ -1,0 +1,90 @@
+"""Results cached on disk by a hash of (experiment, resolved config, seed, code version).
+
+Each entry is one JSON file holding the table and a SHA-256 checksum of it.  Writes go
+to a temporary file in the same folder and are renamed into place, so a reader sees a
+whole entry or none.  An entry that fails to parse or whose checksum disagrees is
+reported, deleted and recomputed - never trusted.  No pickles: loading a cache entry
+cannot run code.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+from . import __version__
+
+ENV_VAR = "EXPLODING_GRADIENTS_CACHE"
+
+
+def cache_dir() -> Path:
+    """``$EXPLODING_GRADIENTS_CACHE``, else ``~/.cache/exploding-gradients``."""
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "exploding-gradients"
+    return Path(os.environ.get(ENV_VAR) or default)
+
+
+@functools.cache
+def code_version() -> str:
+    """Package version plus a hash of every source file: any code change invalidates."""
+    digest = hashlib.sha256(__version__.encode())
+    for path in sorted(Path(__file__).parent.rglob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return f"{__version__}+{digest.hexdigest()[:12]}"
+
+
+def entry_key(experiment: str, config: dict, seed: int) -> str:
+    blob = json.dumps({"experiment": experiment, "config": config, "seed": seed,
+                       "code": code_version()}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _payload(df: pd.DataFrame) -> dict:
+    return {"columns": list(df.columns), "dtypes": {c: str(t) for c, t in df.dtypes.items()},
+            "data": {c: df[c].tolist() for c in df.columns}}
+
+
+def _checksum(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def load(key: str) -> pd.DataFrame | None:
+    """The cached table for ``key``, or ``None`` if absent or corrupted."""
+    path = cache_dir() / f"{key}.json"
+    try:
+        entry = json.loads(path.read_text())
+        payload = entry["table"]
+        if entry["checksum"] != _checksum(payload):
+            raise ValueError("checksum mismatch")
+        df = pd.DataFrame(payload["data"], columns=payload["columns"])
+        return df.astype(payload["dtypes"]) if len(df) else df
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError) as err:
+        warnings.warn(f"cache entry {path} is corrupted ({err}); recomputing", stacklevel=2)
+        path.unlink(missing_ok=True)
+        return None
+
+
+def store(key: str, df: pd.DataFrame, meta: dict) -> None:
+    """Write the entry atomically: temporary file, fsync, rename."""
+    folder = cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    payload = _payload(df)
+    entry = {"meta": meta, "checksum": _checksum(payload), "table": payload}
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key[:16]}-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(entry, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, folder / f"{key}.json")
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

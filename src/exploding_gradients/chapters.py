@@ -1,0 +1,129 @@
+"""Each computed chapter's parameters and its profiles (``quick``, ``default``, ``full``).
+
+A notebook declares its parameters in a cell tagged ``parameters`` (profile-dependent
+ones as ``None``) and calls :func:`notebook_parameters`, which fills the ``None`` values
+from the profile, validates everything, and refuses parameter names the chapter does
+not know - papermill itself only warns about those.
+
+``quick`` is for tests (seconds), ``default`` is the published book (minutes on two
+cores), ``full`` is for a bigger machine (more seeds, wider and deeper networks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from .config import ConfigError, Param, resolve
+
+PROFILES = ("quick", "default", "full")
+
+
+@dataclass(frozen=True)
+class Chapter:
+    name: str
+    params: tuple[Param, ...]
+    profiles: dict[str, dict[str, Any]]
+
+
+def _p(name: str, kind: str, help: str, **kw) -> Param:
+    return Param(name, kind, None, help, optional=True, **kw)
+
+
+_SEEDS = _p("seeds", "int", "independent seeds per configuration", low=1, high=1000)
+_WIDTH = _p("width", "int", "units per hidden layer", low=2, high=8192)
+_BATCH = Param("batch_size", "int", 64, "inputs per batch", low=2, high=65536)
+
+CHAPTERS = {
+    "depth": Chapter(
+        "depth",
+        (
+            _SEEDS,
+            _p("depth", "int", "hidden layers of the network whose layers we compare",
+               low=2, high=1000),
+            _WIDTH,
+            _p("depths", "list[int]", "network depths for the depth sweep", low=1, high=1000),
+            _BATCH,
+            Param("relu_sigma_w", "list[float]", [1.2, 1.4142, 1.6],
+                  "sigma_w values for ReLU (critical: sqrt 2)", low=0.01, high=10.0),
+            Param("tanh_sigma_w", "list[float]", [0.8, 1.0, 1.5, 2.0],
+                  "sigma_w values for tanh (critical: 1 when sigma_b = 0)", low=0.01, high=10.0),
+            Param("sigma_b", "float", 0.0, "bias standard deviation", low=0.0, high=10.0),
+        ),
+        {
+            "quick": dict(seeds=2, depth=12, width=64, depths=[2, 4, 8, 12]),
+            "default": dict(seeds=6, depth=50, width=256,
+                            depths=[1, 2, 5, 10, 20, 30, 50, 75, 100]),
+            "full": dict(seeds=20, depth=100, width=1024,
+                         depths=[1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200]),
+        },
+    ),
+    "initialization": Chapter(
+        "initialization",
+        (
+            _SEEDS,
+            _p("depth", "int", "hidden layers in the signal-propagation measurements",
+               low=2, high=1000),
+            _WIDTH,
+            _p("sigma_w_grid", "list[float]", "sigma_w values of the sweep", low=0.01, high=10.0),
+            _BATCH,
+            Param("sigma_b", "float", 0.0, "bias standard deviation in the sweep", low=0.0,
+                  high=10.0),
+            Param("schemes", "list[str]", ["default", "xavier", "he", "orthogonal"],
+                  "named schemes to compare",
+                  choices=("default", "normal", "xavier", "he", "orthogonal")),
+            _p("train_seeds", "int", "seeds per initialization in the training experiment",
+               low=1, high=1000),
+            Param("train_depth", "int", 30, "hidden layers of the trained plain ReLU network",
+                  low=1, high=1000),
+            Param("train_width", "int", 128, "width of the trained network", low=2, high=8192),
+            _p("train_steps", "int", "optimizer steps", low=1, high=10**6),
+            Param("train_lr", "float", 0.01, "learning rate (SGD with momentum 0.9)",
+                  low=1e-8, high=100.0),
+            Param("train_inits", "list[str]", ["default", "xavier", "he", "normal"],
+                  "schemes trained; 'normal' uses train_sigma_w",
+                  choices=("default", "normal", "xavier", "he", "orthogonal")),
+            Param("train_sigma_w", "float", 2.0, "sigma_w of the 'normal' scheme in training",
+                  low=0.0, high=100.0),
+        ),
+        {
+            "quick": dict(seeds=2, depth=10, width=64, sigma_w_grid=[0.5, 1.0, 1.5, 2.0, 3.0],
+                          train_seeds=1, train_steps=20),
+            "default": dict(seeds=6, depth=30, width=256,
+                            sigma_w_grid=[0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5,
+                                          2.75, 3.0],
+                            train_seeds=3, train_steps=400),
+            "full": dict(seeds=20, depth=50, width=1024,
+                         sigma_w_grid=[round(0.25 + 0.125 * i, 3) for i in range(23)],
+                         train_seeds=10, train_steps=2000),
+        },
+    ),
+}
+
+
+def notebook_parameters(chapter: str, namespace: dict, before: set[str]) -> dict[str, Any]:
+    """The chapter's validated parameters from a notebook's global namespace.
+
+    ``before`` is the set of global names that existed before the parameters cell, so
+    every name defined by the parameters cell or injected by papermill is a parameter;
+    names the chapter does not declare are refused (a typo like ``-p dept 60`` must not
+    silently run the default).
+    """
+    spec = CHAPTERS[chapter]
+    given = {k: v for k, v in namespace.items() if k not in before and not k.startswith("_")}
+    profile = given.pop("profile", "default")
+    if profile not in PROFILES:
+        raise ConfigError(
+            f"parameter 'profile': got {profile!r}; allowed: one of {', '.join(PROFILES)}")
+    resolved = resolve(spec.params, given, f"notebook {chapter!r}")
+    for key, value in spec.profiles[profile].items():
+        if resolved[key] is None:
+            resolved[key] = value
+    return {"profile": profile, **resolved}
+
+
+def parameter_table(params: dict[str, Any]) -> pd.DataFrame:
+    """The parameters actually used, for display at the top of a chapter."""
+    return pd.DataFrame({"parameter": list(params), "value": [str(v) for v in params.values()]})

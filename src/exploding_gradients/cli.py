@@ -1,0 +1,55 @@
+"""Command line: ``python -m exploding_gradients list | run NAME ...`` (alias ``xgrad``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .config import ConfigError, parse_assignments
+from .experiments import REGISTRY, get, run
+
+
+def _list() -> str:
+    lines = []
+    for exp in REGISTRY.values():
+        lines.append(f"{exp.name}: {exp.description}")
+        for p in exp.params:
+            lines.append(f"    {p.name:<14} default {p.default!r:<18} allowed: {p.allowed()}")
+            if p.help:
+                lines.append(f"    {'':<14} {p.help}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="exploding_gradients", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="print every experiment with its parameters")
+    run_p = sub.add_parser("run", help="run one experiment and write results.csv + config.json")
+    run_p.add_argument("name", help="experiment name (see 'list')")
+    run_p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a parameter; repeatable")
+    run_p.add_argument("--seeds", default="1", help="number of seeds, 0 .. N-1 (default 1)")
+    run_p.add_argument("--out", required=True, type=Path, help="output folder")
+    run_p.add_argument("--no-cache", action="store_true", help="recompute, ignore the cache")
+    args = parser.parse_args(argv)
+
+    if args.command == "list":
+        print(_list())
+        return 0
+    try:
+        seeds = int(args.seeds) if args.seeds.strip().isdigit() else args.seeds
+        exp = get(args.name)
+        config = exp.resolve(parse_assignments(args.set))  # fail before any compute
+        table = run(args.name, config, seeds=seeds, use_cache=not args.no_cache)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out / "results.csv", index=False)
+    (args.out / "config.json").write_text(json.dumps(
+        {"experiment": args.name, "seeds": seeds, "config": config}, indent=2) + "\n")
+    print(f"wrote {len(table)} rows to {args.out / 'results.csv'}")
+    return 0

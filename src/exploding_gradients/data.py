@@ -1,0 +1,61 @@
+"""Deterministic synthetic data: the same seed gives the same tensors, bit for bit.
+
+Nothing is downloaded; every task is generated from a ``torch.Generator``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+TASKS = ("classification", "regression")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Train and test tensors plus the loss that goes with them."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    task: str
+    d_out: int
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.task == "classification":
+            return torch.nn.functional.cross_entropy(output, target)
+        return 0.5 * torch.nn.functional.mse_loss(output, target)
+
+    def accuracy(self, output: torch.Tensor, target: torch.Tensor) -> float:
+        """Fraction correct (classification) or NaN (regression)."""
+        if self.task != "classification":
+            return float("nan")
+        return (output.argmax(dim=1) == target).float().mean().item()
+
+
+def gaussian_inputs(n: int, d: int, generator: torch.Generator) -> torch.Tensor:
+    """n samples of x ~ N(0, I_d)."""
+    return torch.randn(n, d, generator=generator)
+
+
+def make_task(task: str, n_train: int, n_test: int, d_in: int, generator: torch.Generator,
+              n_classes: int = 4) -> Dataset:
+    """A teacher task on Gaussian inputs.
+
+    ``classification``: labels are the argmax of a random linear teacher, so the classes
+    are separable and a network that fails to fit them fails because of its optimization.
+    ``regression``: targets are a random one-hidden-layer tanh teacher's outputs.
+    """
+    x = gaussian_inputs(n_train + n_test, d_in, generator)
+    if task == "classification":
+        teacher = torch.randn(d_in, n_classes, generator=generator)
+        y, d_out = (x @ teacher).argmax(dim=1), n_classes
+    elif task == "regression":
+        w1 = torch.randn(d_in, 32, generator=generator) / d_in**0.5
+        w2 = torch.randn(32, 1, generator=generator) / 32**0.5
+        y, d_out = torch.tanh(x @ w1) @ w2, 1
+    else:
+        raise ValueError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
+    return Dataset(x[:n_train], y[:n_train], x[n_train:], y[n_train:], task, d_out)

@@ -1,0 +1,76 @@
+"""One figure style for the whole book, and the plots the chapters share.
+
+Colors are the Okabe-Ito palette, which stays distinguishable under the common forms
+of color blindness; series also differ by marker so they survive grayscale printing.
+"""
+
+from __future__ import annotations
+
+import matplotlib as mpl
+import matplotlib.pyplot as plt
+import pandas as pd
+
+OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442",
+             "#000000"]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+
+
+def use_style() -> None:
+    """Apply the book's matplotlib style (call once at the top of a notebook)."""
+    mpl.rcParams.update({
+        "figure.figsize": (7.0, 4.2),
+        "figure.dpi": 110,
+        "savefig.dpi": 110,
+        "savefig.bbox": "tight",
+        "axes.prop_cycle": mpl.cycler(color=OKABE_ITO),
+        "axes.grid": True,
+        "grid.alpha": 0.3,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "font.size": 10,
+        "legend.frameon": False,
+        "legend.fontsize": 9,
+    })
+
+
+def style(i: int) -> dict:
+    """Color and marker of the ``i``-th series."""
+    return {"color": OKABE_ITO[i % len(OKABE_ITO)], "marker": MARKERS[i % len(MARKERS)]}
+
+
+def band(ax: plt.Axes, x: pd.Series, values: pd.DataFrame, i: int, label: str,
+         markevery: int | None = None) -> None:
+    """Median over seeds as a line, min-max over seeds as a shaded band.
+
+    ``values`` has one column per seed and one row per ``x``.
+    """
+    s = style(i)
+    ax.fill_between(x, values.min(axis=1), values.max(axis=1), color=s["color"], alpha=0.2,
+                    linewidth=0)
+    ax.plot(x, values.median(axis=1), label=label, color=s["color"], marker=s["marker"],
+            markersize=4, markevery=markevery or max(1, len(x) // 10))
+
+
+def per_layer(ax: plt.Axes, df: pd.DataFrame, column: str, group: str, labels: dict,
+              predictions: dict | None = None) -> None:
+    """``column`` against ``layer`` for each value of ``group``: seeds as a band.
+
+    ``predictions`` maps a group value to a (layer, value) pair of arrays drawn dashed
+    in the same color.
+    """
+    for i, (key, label) in enumerate(labels.items()):
+        sub = df[df[group] == key].pivot(index="layer", columns="seed", values=column)
+        band(ax, sub.index, sub, i, label)
+        if predictions and key in predictions:
+            layers, values = predictions[key]
+            ax.plot(layers, values, linestyle="--", color=style(i)["color"], linewidth=1.2)
+    ax.set_yscale("log")
+    ax.set_xlabel("layer (counted from the input)")
+
+
+def theory_legend(ax: plt.Axes) -> None:
+    """Add a 'dashed = theory' entry to the legend."""
+    handles, labels = ax.get_legend_handles_labels()
+    handles.append(mpl.lines.Line2D([], [], color="gray", linestyle="--"))
+    labels.append("mean-field prediction")
+    ax.legend(handles, labels)

@@ -1,0 +1,157 @@
+"""Mean-field predictions for signal propagation in wide random networks.
+
+Poole et al. (2016) and Schoenholz et al. (2017): with W_ij ~ N(0, sigma_w^2/N) and
+b_i ~ N(0, sigma_b^2), the pre-activations of layer l are, for wide layers, Gaussian with
+variance q^l, which follows the *length map*
+
+    q^l = sigma_w^2 E_z[phi(sqrt(q^{l-1}) z)^2] + sigma_b^2,      z ~ N(0, 1),
+
+and the squared norm of the backpropagated gradient dL/dh^l is multiplied, per layer, by
+
+    chi^l = sigma_w^2 E_z[phi'(sqrt(q^l) z)^2].
+
+At the fixed point q* this is chi_1: chi_1 > 1 explodes, chi_1 < 1 vanishes, and the
+gradient's depth scale is xi = -1 / ln(chi_1).  For ReLU chi_1 = sigma_w^2 / 2 exactly,
+so sigma_w^2 = 2 (He et al. 2015) is critical.
+
+Gaussian expectations are computed with Gauss-Hermite quadrature; the activation and its
+derivative come from :mod:`.activations` through autograd, in float64.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .activations import make_activation
+
+_NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(160)  # even: symmetric, no node at 0
+_WEIGHTS = _WEIGHTS / math.sqrt(2 * math.pi)
+
+
+def _phi_and_derivative(activation: str, q: float) -> tuple[np.ndarray, np.ndarray]:
+    z = torch.tensor(_NODES * math.sqrt(q), dtype=torch.float64, requires_grad=True)
+    phi = make_activation(activation).double()(z)
+    (dphi,) = torch.autograd.grad(phi.sum(), z)
+    return phi.detach().numpy(), dphi.numpy()
+
+
+def gaussian_mean(values: np.ndarray) -> float:
+    """E_z[f(z)] from f evaluated at the quadrature nodes."""
+    return float(np.dot(_WEIGHTS, values))
+
+
+def length_map(activation: str, sigma_w: float, sigma_b: float, q: float) -> float:
+    """q^{l} from q^{l-1}: sigma_w^2 E[phi(sqrt(q) z)^2] + sigma_b^2."""
+    phi, _ = _phi_and_derivative(activation, q)
+    return sigma_w**2 * gaussian_mean(phi**2) + sigma_b**2
+
+
+def chi(activation: str, sigma_w: float, q: float) -> float:
+    """Per-layer factor sigma_w^2 E[phi'(sqrt(q) z)^2] on the squared gradient norm."""
+    _, dphi = _phi_and_derivative(activation, q)
+    return sigma_w**2 * gaussian_mean(dphi**2)
+
+
+def q_fixed_point(activation: str, sigma_w: float, sigma_b: float, q0: float = 1.0,
+                  iterations: int = 2000, tol: float = 1e-12) -> float:
+    """q* of the length map by iteration from ``q0``; ``inf`` when q grows without bound."""
+    q = q0
+    for _ in range(iterations):
+        new = length_map(activation, sigma_w, sigma_b, q)
+        if not math.isfinite(new) or new > 1e12:
+            return math.inf
+        if abs(new - q) <= tol * max(1.0, q):
+            return new
+        q = new
+    return q
+
+
+def chi1(activation: str, sigma_w: float, sigma_b: float) -> float:
+    """chi_1 at the fixed point q* (for unbounded q*, the limit for q -> infinity)."""
+    q = q_fixed_point(activation, sigma_w, sigma_b)
+    return chi(activation, sigma_w, q if math.isfinite(q) else 1e6)
+
+
+def depth_scale(chi_value: float) -> float:
+    """xi = -1/ln(chi): layers over which the squared gradient changes by a factor e."""
+    if chi_value <= 0:
+        return 0.0
+    return math.inf if chi_value == 1 else -1.0 / math.log(chi_value)
+
+
+def layer_profile(activation: str, sigma_w: float, sigma_b: float, depth: int,
+                  input_q: float = 1.0) -> pd.DataFrame:
+    """Predicted per-layer quantities of a ``depth``-layer network, input side first.
+
+    ``input_q`` is the mean squared input coordinate, so layer 1 has
+    q^1 = sigma_w^2 input_q + sigma_b^2.  ``log_delta_sq`` is ln E||dL/dh^l||^2 relative
+    to the last hidden layer, from the backward product of chi^l.
+    """
+    qs = [sigma_w**2 * input_q + sigma_b**2]
+    for _ in range(depth - 1):
+        qs.append(length_map(activation, sigma_w, sigma_b, qs[-1]))
+    chis = [chi(activation, sigma_w, q) for q in qs]
+    log_chi = np.log(np.maximum(chis, 1e-300))
+    # ||delta^l||^2 = chi^l ||delta^{l+1}||^2: sum ln chi over layers l .. depth-1.
+    log_delta = np.concatenate([np.cumsum(log_chi[:-1][::-1])[::-1], [0.0]])
+    return pd.DataFrame({"layer": np.arange(1, depth + 1), "q": qs, "chi": chis,
+                         "log_delta_sq": log_delta})
+
+
+def predicted_growth(activation: str, sigma_w: float, sigma_b: float, depth: int,
+                     input_q: float = 1.0) -> float:
+    """Geometric-mean factor per layer on the gradient *norm*, going from output to input.
+
+    exp(mean ln chi^l / 2) over the layers the gradient crosses; equals sqrt(chi_1) once
+    q^l sits at its fixed point.
+    """
+    profile = layer_profile(activation, sigma_w, sigma_b, depth, input_q)
+    return float(np.exp(np.log(profile["chi"].to_numpy()[:-1]).mean() / 2))
+
+
+def input_gradient_by_depth(activation: str, sigma_w: float, sigma_b: float,
+                            depths: list[int], batch_size: int, d_out: int,
+                            input_q: float = 1.0, target_var: float = 1.0) -> pd.DataFrame:
+    """Predicted norm of dL/dh^1 (first layer's pre-activations) for networks of each depth.
+
+    This is the setting of the ``signal_propagation`` experiment: a linear readout with
+    ``d_out`` outputs initialized like the hidden layers, targets of variance
+    ``target_var`` and the loss 0.5 * mean over the batch and outputs of (y_hat - y)^2.
+    The output error dL/dy_hat = (y_hat - y) / (batch_size d_out) has squared norm
+    (q_out + Var y) / (batch_size d_out), where q_out = sigma_w^2 E[phi(sqrt(q^L) z)^2]
+    + sigma_b^2 is the readout's variance; crossing the readout and L hidden layers
+    multiplies it by chi^l for each hidden layer:
+
+        E||dL/dh^1||^2 = (q_out + Var y) / (batch_size d_out) * prod_{l=1}^{L} chi^l.
+
+    So when the forward signal explodes too, the output error grows with it and the
+    input-side gradient grows by about chi_1 per layer in norm, not sqrt(chi_1).
+    """
+    rows = []
+    for depth in depths:
+        profile = layer_profile(activation, sigma_w, sigma_b, depth, input_q)
+        q_out = length_map(activation, sigma_w, sigma_b, profile["q"].iloc[-1])
+        log_sq = (math.log((q_out + target_var) / (batch_size * d_out))
+                  + np.log(profile["chi"]).sum())
+        rows.append({"depth": depth, "q_out": q_out, "delta1_norm": math.exp(log_sq / 2)})
+    return pd.DataFrame(rows)
+
+
+def critical_sigma_w(activation: str, sigma_b: float = 0.0, low: float = 0.05,
+                     high: float = 10.0, tol: float = 1e-6) -> float:
+    """sigma_w at which chi_1 = 1 (the order-to-chaos boundary), by bisection.
+
+    Assumes chi_1 increases with sigma_w on [low, high], as it does for the activations
+    studied here; NaN when there is no crossing in that bracket.
+    """
+    f = lambda s: chi1(activation, s, sigma_b) - 1.0  # noqa: E731
+    if f(low) > 0 or f(high) < 0:
+        return float("nan")
+    while high - low > tol:
+        mid = (low + high) / 2
+        low, high = (mid, high) if f(mid) < 0 else (low, mid)
+    return (low + high) / 2

@@ -1,0 +1,83 @@
+"""Execute every notebook with papermill (quick profile) and build the book with -W.
+
+These are the slow tests (about a minute): they run the real pipeline of ``make book``
+on copies in a temporary folder, so the working tree is never touched.
+"""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+
+from exploding_gradients.bookbuild import execute
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def book_tree(tmp_path_factory):
+    """A copy of the book sources with every notebook executed in the quick profile."""
+    root = tmp_path_factory.mktemp("book")
+    for name in ["_config.yml", "_toc.yml"]:
+        shutil.copy(ROOT / name, root / name)
+    shutil.copytree(ROOT / "book", root / "book", ignore=shutil.ignore_patterns("generated"))
+    for nb in NOTEBOOKS:
+        execute(nb, root / "book" / "generated" / nb.name, profile="quick")
+    return root
+
+
+def test_there_are_notebooks():
+    assert {nb.stem for nb in NOTEBOOKS} >= {"depth", "initialization"}
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_source_notebooks_are_stripped_and_parameterized(nb):
+    notebook = nbformat.read(nb, as_version=4)
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code)
+    assert sum("parameters" in c.metadata.get("tags", []) for c in code) == 1
+    assert notebook.metadata["kernelspec"]["name"] == "python3"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_executes_in_quick_profile(book_tree, nb):
+    executed = nbformat.read(book_tree / "book" / "generated" / nb.name, as_version=4)
+    errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert errors == []
+    injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and all("remove-cell" in c.metadata["tags"] for c in injected)
+
+
+@pytest.mark.parametrize("params, named", [
+    ({"dept": 60}, "dept"),
+    ({"depth": -1}, "depth"),
+    ({"seeds": "many"}, "seeds"),
+    ({"profile": "huge"}, "profile"),
+])
+def test_bad_notebook_parameters_fail_by_name(tmp_path, params, named):
+    with pytest.raises(papermill.PapermillExecutionError, match=named):
+        papermill.execute_notebook(str(ROOT / "notebooks" / "depth.ipynb"),
+                                   str(tmp_path / "out.ipynb"), kernel_name="python3",
+                                   parameters={"profile": "quick", **params},
+                                   progress_bar=False, cwd=str(tmp_path))
+
+
+def test_book_builds_with_warnings_as_errors(book_tree):
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "jupyter-book"), "build", str(book_tree), "-W"],
+        capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    html = book_tree / "_build" / "html"
+    for page in ["book/intro.html", "book/generated/depth.html",
+                 "book/generated/initialization.html", "book/references.html"]:
+        assert (html / page).exists(), page
+    depth_page = (html / "book/generated/depth.html").read_text()
+    assert "Verdict" in depth_page and "<img" in depth_page
