@@ -54,3 +54,15 @@ def test_nonfinite_gradient_is_traced_backwards():
     with GradientMonitor(model) as monitor:
         (model(x) * float("nan")).sum().backward()  # finite forward, NaN loss
         assert monitor.first_nonfinite() == "2"
+
+
+def test_derivative_stats_of_known_functions():
+    from exploding_gradients.monitor import derivative_stats
+
+    h = torch.tensor([0.0, 0.0, 10.0, -10.0])
+    stats = derivative_stats(nn.Tanh(), h)
+    # tanh'(0) = 1 twice, tanh'(+-10) ~ 8e-9 twice
+    assert stats["dphi_sq"] == pytest.approx(0.5, abs=1e-6)
+    assert stats["saturated"] == 0.5
+    relu = derivative_stats(nn.ReLU(), torch.tensor([-1.0, 2.0, 3.0, -4.0]))
+    assert relu == {"dphi_sq": 0.5, "saturated": 0.5}

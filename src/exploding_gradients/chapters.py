@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from .activations import ACTIVATIONS
 from .config import ConfigError, Param, resolve
 
 PROFILES = ("quick", "default", "full")
@@ -98,6 +99,75 @@ CHAPTERS = {
             "full": dict(seeds=20, depth=50, width=1024,
                          sigma_w_grid=[round(0.25 + 0.125 * i, 3) for i in range(23)],
                          train_seeds=10, train_steps=2000),
+        },
+    ),
+    "activation": Chapter(
+        "activation",
+        (
+            _SEEDS,
+            _p("depth", "int", "hidden layers in the signal-propagation measurements",
+               low=2, high=1000),
+            _WIDTH,
+            _BATCH,
+            Param("activations", "list[str]",
+                  ["sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu", "gelu"],
+                  "activations compared", choices=tuple(ACTIVATIONS)),
+            Param("sigma_w", "float", 1.4142, "shared weight scale of the matched comparison",
+                  low=0.01, high=10.0),
+            _p("saturation_grid", "list[float]", "sigma_w values of the saturation sweep",
+               low=0.01, high=20.0),
+            _p("train_seeds", "int", "seeds per configuration in training", low=1, high=1000),
+            Param("train_activations", "list[str]", ["sigmoid", "tanh", "relu", "selu", "gelu"],
+                  "activations trained", choices=tuple(ACTIVATIONS)),
+            Param("train_depth", "int", 20, "hidden layers of the trained network", low=1,
+                  high=1000),
+            Param("train_width", "int", 128, "width of the trained network", low=2, high=8192),
+            _p("train_steps", "int", "optimizer steps", low=1, high=10**6),
+            Param("train_lr", "float", 0.01, "learning rate (SGD with momentum 0.9)",
+                  low=1e-8, high=100.0),
+        ),
+        {
+            "quick": dict(seeds=2, depth=8, width=64, saturation_grid=[0.5, 2.0, 8.0],
+                          train_seeds=1, train_steps=20),
+            "default": dict(seeds=5, depth=30, width=256,
+                            saturation_grid=[0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0],
+                            train_seeds=2, train_steps=300),
+            "full": dict(seeds=20, depth=50, width=1024,
+                         saturation_grid=[0.25 * 1.25**i for i in range(18)],
+                         train_seeds=10, train_steps=2000),
+        },
+    ),
+    "normalization": Chapter(
+        "normalization",
+        (
+            _SEEDS,
+            _p("depth", "int", "hidden layers in the signal-propagation measurements",
+               low=2, high=1000),
+            _WIDTH,
+            _p("batch_sizes", "list[int]", "batch sizes for batch norm's explosion rate",
+               low=2, high=65536),
+            _p("train_seeds", "int", "seeds per configuration in training", low=1, high=1000),
+            Param("train_depth", "int", 30, "hidden layers of the trained ReLU network",
+                  low=1, high=1000),
+            Param("train_width", "int", 64, "width of the trained network", low=2, high=8192),
+            _p("train_steps", "int", "optimizer steps", low=1, high=10**6),
+            Param("train_lrs", "list[float]", [0.01, 0.1],
+                  "learning rates (SGD with momentum 0.9)", low=1e-8, high=100.0),
+            _p("input_spreads", "list[float]", "largest/smallest feature scale ratios",
+               low=1.0, high=1e6),
+            _p("input_lrs", "list[float]", "learning rates of the input-scale sweep (plain SGD)",
+               low=1e-8, high=100.0),
+        ),
+        {
+            "quick": dict(seeds=2, depth=8, width=64, batch_sizes=[16, 64], train_seeds=1,
+                          train_steps=20, input_spreads=[1.0, 100.0], input_lrs=[0.01, 0.1]),
+            "default": dict(seeds=4, depth=30, width=256, batch_sizes=[16, 64, 256],
+                            train_seeds=2, train_steps=200, input_spreads=[1.0, 10.0, 100.0],
+                            input_lrs=[1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1]),
+            "full": dict(seeds=10, depth=50, width=1024, batch_sizes=[16, 64, 256, 1024],
+                         train_seeds=5, train_steps=1000,
+                         input_spreads=[1.0, 3.0, 10.0, 30.0, 100.0, 1000.0],
+                         input_lrs=[10 ** (k / 4) for k in range(-20, 1)]),
         },
     ),
 }

@@ -40,13 +40,22 @@ def gaussian_inputs(n: int, d: int, generator: torch.Generator) -> torch.Tensor:
     return torch.randn(n, d, generator=generator)
 
 
+def feature_scales(d_in: int, spread: float) -> torch.Tensor:
+    """Per-feature scales spread^(j/(d_in-1)), j = 0..d_in-1: from 1 up to ``spread``."""
+    if d_in == 1:
+        return torch.ones(1)
+    return spread ** (torch.arange(d_in, dtype=torch.float64) / (d_in - 1)).float()
+
+
 def make_task(task: str, n_train: int, n_test: int, d_in: int, generator: torch.Generator,
-              n_classes: int = 4) -> Dataset:
+              n_classes: int = 4, input_scale_spread: float = 1.0) -> Dataset:
     """A teacher task on Gaussian inputs.
 
     ``classification``: labels are the argmax of a random linear teacher, so the classes
     are separable and a network that fails to fit them fails because of its optimization.
     ``regression``: targets are a random one-hidden-layer tanh teacher's outputs.
+    ``input_scale_spread`` > 1 multiplies feature j by :func:`feature_scales` *after* the
+    targets are computed: the same task, presented with unnormalized features.
     """
     x = gaussian_inputs(n_train + n_test, d_in, generator)
     if task == "classification":
@@ -58,4 +67,5 @@ def make_task(task: str, n_train: int, n_test: int, d_in: int, generator: torch.
         y, d_out = torch.tanh(x @ w1) @ w2, 1
     else:
         raise ValueError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
+    x = x * feature_scales(d_in, input_scale_spread)
     return Dataset(x[:n_train], y[:n_train], x[n_train:], y[n_train:], task, d_out)

@@ -19,7 +19,7 @@ from .config import ConfigError, Param, resolve
 from .data import TASKS, gaussian_inputs, make_task
 from .init import SCHEMES
 from .models import NORMALIZATIONS, build_mlp
-from .monitor import GradientMonitor
+from .monitor import GradientMonitor, derivative_stats
 from .train import OPTIMIZERS, train
 
 MAX_SEEDS = 10_000
@@ -134,7 +134,10 @@ def signal_propagation(config: dict, seed: int) -> pd.DataFrame:
 
     Inputs x ~ N(0, I_width), targets y ~ N(0, I_d_out), loss 0.5 * mean squared error;
     one forward and backward pass in training mode (so batch norm uses batch statistics).
-    Rows: one per hidden layer, ``layer`` counted from the input.
+    Rows: one per hidden layer, ``layer`` counted from the input, with the weight
+    gradient norm, the norm of dL/d(pre-activation), the pre-activation variance, and the
+    activation's derivative statistics (``dphi_sq``, ``saturated``; see
+    :func:`.monitor.derivative_stats`).
     """
     gen = _generator(seed)
     width = config["width"]
@@ -142,17 +145,26 @@ def signal_propagation(config: dict, seed: int) -> pd.DataFrame:
     x = gaussian_inputs(config["batch_size"], width, gen)
     y = torch.randn(config["batch_size"], config["d_out"], generator=gen)
     layers = {f"blocks.{i}.linear": lin for i, lin in enumerate(model.hidden_linears())}
+    act_stats = []
+    hooks = [block.act.register_forward_hook(
+        lambda mod, inputs, out: act_stats.append(derivative_stats(mod, inputs[0])))
+        for block in model.blocks]
     with GradientMonitor(model, layers) as monitor:
         model.train()
         loss = 0.5 * torch.nn.functional.mse_loss(model(x), y)
         loss.backward()
         rows = monitor.layer_stats()
-    return pd.DataFrame(rows).drop(columns="name")
+    for hook in hooks:
+        hook.remove()
+    return pd.DataFrame(rows).drop(columns="name").join(pd.DataFrame(act_stats))
 
 
 @experiment("training", MODEL_PARAMS + (
     Param("task", "str", "classification", "synthetic teacher task", choices=TASKS),
     Param("d_in", "int", 16, "input dimension", low=1, high=8192),
+    Param("input_scale_spread", "float", 1.0,
+          "feature j is scaled by spread^(j/(d_in-1)); 1 = standardized inputs", low=1.0,
+          high=1e6),
     Param("n_train", "int", 2048, "training samples", low=1, high=10**7),
     Param("optimizer", "str", "sgd", "optimizer (momentum = SGD with momentum 0.9)",
           choices=OPTIMIZERS),
@@ -173,7 +185,8 @@ def training(config: dict, seed: int) -> pd.DataFrame:
     are repeated on every row of a run that diverged; -1 and "" otherwise.
     """
     data = make_task(config["task"], config["n_train"], 1024, config["d_in"],
-                     _generator(config["data_seed"]))
+                     _generator(config["data_seed"]),
+                     input_scale_spread=config["input_scale_spread"])
     gen = _generator(seed)
     model = build_mlp(config, d_in=config["d_in"], d_out=data.d_out, generator=gen)
     layers = {f"blocks.{i}.linear": lin for i, lin in enumerate(model.hidden_linears())}

@@ -110,3 +110,26 @@ class GradientMonitor:
 
     def __exit__(self, *exc) -> None:
         self.remove()
+
+
+_MAX_SLOPE: dict[str, float] = {}
+
+
+def derivative_stats(act: nn.Module, h: torch.Tensor) -> dict[str, float]:
+    """Statistics of the activation's derivative at its inputs ``h``.
+
+    ``dphi_sq`` is the mean of phi'(h)^2, the empirical E[phi'^2] of mean-field theory
+    (so sigma_w^2 * dphi_sq is the layer's measured chi); ``saturated`` is the fraction
+    of units whose |phi'(h)| is below 5 % of the activation's largest slope (for a
+    saturating function the flat tails, for ReLU its inactive half).
+    """
+    # .forward, not __call__: this runs inside the module's own forward hook.
+    h = h.detach().double().requires_grad_(True)
+    (dphi,) = torch.autograd.grad(act.forward(h).sum(), h)
+    key = repr(act)
+    if key not in _MAX_SLOPE:
+        z = torch.linspace(-10, 10, 20001, dtype=torch.float64, requires_grad=True)
+        (dz,) = torch.autograd.grad(act.forward(z).sum(), z)
+        _MAX_SLOPE[key] = dz.abs().max().item()
+    return {"dphi_sq": dphi.pow(2).mean().item(),
+            "saturated": (dphi.abs() < 0.05 * _MAX_SLOPE[key]).double().mean().item()}
