@@ -34,7 +34,9 @@ def book_tree(tmp_path_factory):
 
 
 def test_there_are_notebooks():
-    assert {nb.stem for nb in NOTEBOOKS} >= {"depth", "initialization"}
+    assert {nb.stem for nb in NOTEBOOKS} >= {"depth", "initialization", "activation",
+                                             "learning_rate", "normalization", "recurrence",
+                                             "causes"}
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
@@ -76,8 +78,10 @@ def test_book_builds_with_warnings_as_errors(book_tree):
         capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     html = book_tree / "_build" / "html"
-    for page in ["book/intro.html", "book/generated/depth.html",
-                 "book/generated/initialization.html", "book/references.html"]:
+    pages = ["book/intro.html", "book/references.html"]
+    pages += [f"book/generated/{nb.stem}.html" for nb in NOTEBOOKS]
+    for page in pages:
         assert (html / page).exists(), page
     depth_page = (html / "book/generated/depth.html").read_text()
-    assert "Verdict" in depth_page and "<img" in depth_page
+    assert "Verdict" in depth_page, "the depth chapter's text is missing"
+    assert "<img" in depth_page, "the depth chapter's figures are missing"

@@ -6,6 +6,8 @@
 
 __version__ = "0.1.0"
 
+# Importing these modules registers their experiments (rnn_*, sharpness, lr_boundary).
+from . import curvature, recurrence  # noqa: E402, F401
 from .config import ConfigError  # noqa: E402
 from .experiments import REGISTRY, run, sweep  # noqa: E402
 from .monitor import GradientMonitor  # noqa: E402

@@ -93,3 +93,18 @@ def training_outcomes(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
             "final test accuracy": ok["test_accuracy"].mean() if len(ok) else float("nan"),
         })
     return pd.DataFrame(rows)
+
+
+def loss_ratio(runs: pd.DataFrame) -> pd.Series:
+    """Per seed: last logged loss / first loss of a training run; inf if it diverged.
+
+    Works for any training table with ``seed``, ``step``, ``loss`` and ``diverged_step``
+    (rows with ``layer`` > 0, if present, are per-layer samples and are ignored).
+    """
+    whole = runs[runs["layer"] == 0] if "layer" in runs else runs
+    out = {}
+    for seed, run in whole.groupby("seed"):
+        run = run.sort_values("step")
+        diverged = (run["diverged_step"] >= 0).any()
+        out[seed] = np.inf if diverged else run["loss"].iloc[-1] / run["loss"].iloc[0]
+    return pd.Series(out, name="loss_ratio")

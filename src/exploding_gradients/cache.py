@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from . import __version__
 
@@ -40,8 +41,14 @@ def code_version() -> str:
 
 
 def entry_key(experiment: str, config: dict, seed: int) -> str:
+    """Hash of everything that determines a result bit for bit.
+
+    The thread count is part of it: torch's parallel reductions sum in a different order
+    with a different number of threads, which changes the last bits of the results.
+    """
     blob = json.dumps({"experiment": experiment, "config": config, "seed": seed,
-                       "code": code_version()}, sort_keys=True)
+                       "code": code_version(), "threads": torch.get_num_threads()},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
