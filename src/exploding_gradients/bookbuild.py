@@ -17,6 +17,8 @@ from pathlib import Path
 import nbformat
 import papermill
 
+from .plots import FIGURES_ENV
+
 HIDDEN = {"parameters", "injected-parameters"}
 
 
@@ -25,6 +27,9 @@ def execute(source: Path, target: Path, profile: str = "default",
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}-", suffix=".ipynb")
     os.close(fd)
+    # The kernel inherits the environment: figures are also saved beside the pages.
+    previous = os.environ.get(FIGURES_ENV)
+    os.environ[FIGURES_ENV] = str(target.parent / "figures")
     try:
         papermill.execute_notebook(str(source), tmp, kernel_name="python3",
                                    parameters={"profile": profile, **(parameters or {})},
@@ -38,6 +43,10 @@ def execute(source: Path, target: Path, profile: str = "default",
         os.replace(tmp, target)
     finally:
         Path(tmp).unlink(missing_ok=True)
+        if previous is None:
+            os.environ.pop(FIGURES_ENV)
+        else:
+            os.environ[FIGURES_ENV] = previous
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,10 @@ of color blindness; series also differ by marker so they survive grayscale print
 
 from __future__ import annotations
 
+import os
+import textwrap
+from pathlib import Path
+
 import matplotlib as mpl
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -74,3 +78,37 @@ def theory_legend(ax: plt.Axes) -> None:
     handles.append(mpl.lines.Line2D([], [], color="gray", linestyle="--"))
     labels.append("mean-field prediction")
     ax.legend(handles, labels)
+
+
+def stamp(fig: plt.Figure, params: dict) -> None:
+    """Write provenance under the figure: package version (with code hash) and parameters.
+
+    A figure copied out of the book still says which code and which parameters made it.
+    """
+    from .cache import code_version  # the same version string that keys the cache
+
+    text = f"exploding_gradients {code_version()} · " + ", ".join(
+        f"{k}={v}" for k, v in params.items())
+    width_chars = int(fig.get_figwidth() * 17)
+    fig.text(0.0, -0.01, "\n".join(textwrap.wrap(text, width_chars)), ha="left", va="top",
+             fontsize=6, color="0.35")
+
+
+FIGURES_ENV = "EXPLODING_GRADIENTS_FIGURES"
+
+
+def glue_figure(name: str, fig: plt.Figure, params: dict) -> None:
+    """Stamp ``fig`` with its provenance, glue it for the page under ``name``, close it.
+
+    When ``$EXPLODING_GRADIENTS_FIGURES`` names a folder (the book build sets it), the
+    figure is also saved there as ``name.png``, so other pages can show it.
+    """
+    from myst_nb import glue  # only needed when building the book
+
+    stamp(fig, params)
+    folder = os.environ.get(FIGURES_ENV)
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        fig.savefig(Path(folder) / f"{name}.png")
+    glue(name, fig, display=False)
+    plt.close(fig)
