@@ -38,7 +38,7 @@ from torch import nn
 
 from .config import Param
 from .experiments import experiment
-from .train import OPTIMIZERS, make_optimizer
+from .train import OPTIMIZERS, divergence_cause, make_optimizer
 
 CELLS = ("rnn", "lstm", "gru")
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
@@ -337,7 +337,7 @@ def rnn_training(config: dict, seed: int) -> pd.DataFrame:
         row = {"step": step, "loss": loss.item(), "grad_norm": math.nan, "lag_ratio": math.nan}
         if not math.isfinite(row["loss"]):
             rows.append(row)
-            diverged, cause = step, ("nan" if math.isnan(row["loss"]) else "inf") + "_loss"
+            diverged, cause = step, divergence_cause(row["loss"], "loss")
             break
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -348,7 +348,7 @@ def rnn_training(config: dict, seed: int) -> pd.DataFrame:
             row["lag_ratio"] = first / last if last > 0 else math.nan
         rows.append(row)
         if not math.isfinite(grad_norm):
-            diverged, cause = step, ("nan" if math.isnan(grad_norm) else "inf") + "_grad"
+            diverged, cause = step, divergence_cause(grad_norm, "grad")
             break
         if step == config["steps"]:
             break

@@ -40,8 +40,9 @@ class TrainLog:
     cause: str = ""
 
 
-def _nonfinite(value: float) -> str:
-    return "nan" if math.isnan(value) else "inf"
+def divergence_cause(value: float, what: str) -> str:
+    """The ``cause`` recorded for a non-finite ``what`` ("loss" or "grad"): nan_loss, ..."""
+    return f"{'nan' if math.isnan(value) else 'inf'}_{what}"
 
 
 def train(model: nn.Module, data: Dataset, *, optimizer: str, lr: float, steps: int,
@@ -68,7 +69,7 @@ def train(model: nn.Module, data: Dataset, *, optimizer: str, lr: float, steps: 
             row = {"step": step, "loss": loss.item()}
             if not math.isfinite(row["loss"]):
                 log.steps.append(row)
-                log.diverged_step, log.cause = step, f"{_nonfinite(row['loss'])}_loss"
+                log.diverged_step, log.cause = step, divergence_cause(row["loss"], "loss")
                 break
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -81,7 +82,7 @@ def train(model: nn.Module, data: Dataset, *, optimizer: str, lr: float, steps: 
                 row.update(_evaluate(model, data))
             if not math.isfinite(grad_norm):
                 log.steps.append(row)
-                log.diverged_step, log.cause = step, f"{_nonfinite(grad_norm)}_grad"
+                log.diverged_step, log.cause = step, divergence_cause(grad_norm, "grad")
                 break
             if step == steps:  # the last row measures the trained model; no update after it
                 log.steps.append(row)
