@@ -169,7 +169,7 @@ CHAPTERS = {
         ),
         {
             "quick": dict(seeds=2, seq_len=30, hidden_size=32, train_seeds=1,
-                          train_seq_lens=[5, 20], train_steps=60, gated_seeds=1),
+                          train_seq_lens=[5, 15], train_steps=40, gated_seeds=1),
             "default": dict(seeds=4, seq_len=100, hidden_size=64, train_seeds=3,
                             train_seq_lens=[5, 10, 20, 40], train_steps=300, gated_seeds=2),
             "full": dict(seeds=10, seq_len=300, hidden_size=256, train_seeds=10,
