@@ -14,11 +14,11 @@ JOBS ?= 2
 NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 EXECUTED  := $(patsubst notebooks/%.ipynb,book/generated/%.ipynb,$(NOTEBOOKS))
 PACKAGE   := $(shell find src -name '*.py')
-BOOK_SRC  := _config.yml _toc.yml $(wildcard book/*.md book/*.bib)
+BOOK_SRC  := _config.yml _toc.yml $(wildcard book/*.md book/*.bib book/_ext/*.py)
 # The profile is part of every executed page's identity: switching it re-executes.
 PROFILE_STAMP := book/generated/.profile-$(PROFILE)
 
-.PHONY: book test lint venv clean benchmark
+.PHONY: book test lint venv clean benchmark linkcheck
 
 book: $(STAMP)
 	$(MAKE) -j$(JOBS) $(EXECUTED)
@@ -50,6 +50,13 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests
+
+# Optional, needs network: checks the external links of the built book with Sphinx's
+# linkcheck builder (report in _build/linkcheck/output.txt). Not part of `make test`, which
+# runs offline; internal links are checked there by tests/test_site.py.
+linkcheck: $(STAMP)
+	$(MAKE) -j$(JOBS) $(EXECUTED)
+	$(VENV)/bin/jupyter-book build . --builder linkcheck
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/build_time.py

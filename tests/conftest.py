@@ -1,4 +1,13 @@
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
 @pytest.fixture(autouse=True)
@@ -7,3 +16,51 @@ def isolated_cache(tmp_path, monkeypatch):
     folder = tmp_path / "cache"
     monkeypatch.setenv("EXPLODING_GRADIENTS_CACHE", str(folder))
     return folder
+
+
+@dataclass(frozen=True)
+class BookBuild:
+    root: Path          # the copy of the book sources, notebooks executed
+    returncode: int     # of ``jupyter-book build -W``
+    output: str         # its stdout and stderr
+
+    @property
+    def html(self) -> Path:
+        return self.root / "_build" / "html"
+
+
+@pytest.fixture(scope="session")
+def book_tree(tmp_path_factory):
+    """A copy of the book sources with every notebook executed in the quick profile.
+
+    Built once per session (the slow part of the suite); it has its own results cache,
+    independent of the per-test ``isolated_cache``.
+    """
+    from exploding_gradients.bookbuild import execute
+
+    root = tmp_path_factory.mktemp("book")
+    for name in ["_config.yml", "_toc.yml"]:
+        shutil.copy(ROOT / name, root / name)
+    shutil.copytree(ROOT / "book", root / "book", ignore=shutil.ignore_patterns("generated"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EXPLODING_GRADIENTS_CACHE", str(tmp_path_factory.mktemp("book-cache")))
+        for nb in NOTEBOOKS:
+            execute(nb, root / "book" / "generated" / nb.name, profile="quick")
+    return root
+
+
+@pytest.fixture(scope="session")
+def book_build(book_tree):
+    """``jupyter-book build -W`` of ``book_tree``, run once per session."""
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "jupyter-book"), "build", str(book_tree), "-W"],
+        capture_output=True, text=True)
+    return BookBuild(book_tree, result.returncode, result.stdout + result.stderr)
+
+
+@pytest.fixture(scope="session")
+def built_book(book_build):
+    """The built ``_build/html`` folder; fails the test if the build failed."""
+    if book_build.returncode != 0:
+        pytest.fail("jupyter-book build -W failed:\n" + book_build.output[-3000:])
+    return book_build.html

@@ -1,36 +1,21 @@
 """Execute every notebook with papermill (quick profile) and build the book with -W.
 
 These are the slow tests (about a minute): they run the real pipeline of ``make book``
-on copies in a temporary folder, so the working tree is never touched.
+on copies in a temporary folder, so the working tree is never touched.  The executed
+copy and the build are session fixtures (``tests/conftest.py``), shared with
+``tests/test_site.py``, which opens the built pages in a headless browser.
 """
 
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
 import papermill
 import pytest
 
-from exploding_gradients.bookbuild import execute
-
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def book_tree(tmp_path_factory):
-    """A copy of the book sources with every notebook executed in the quick profile."""
-    root = tmp_path_factory.mktemp("book")
-    for name in ["_config.yml", "_toc.yml"]:
-        shutil.copy(ROOT / name, root / name)
-    shutil.copytree(ROOT / "book", root / "book", ignore=shutil.ignore_patterns("generated"))
-    for nb in NOTEBOOKS:
-        execute(nb, root / "book" / "generated" / nb.name, profile="quick")
-    return root
 
 
 def test_there_are_notebooks():
@@ -72,12 +57,9 @@ def test_bad_notebook_parameters_fail_by_name(tmp_path, params, named):
                                    progress_bar=False, cwd=str(tmp_path))
 
 
-def test_book_builds_with_warnings_as_errors(book_tree):
-    result = subprocess.run(
-        [str(Path(sys.executable).parent / "jupyter-book"), "build", str(book_tree), "-W"],
-        capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    html = book_tree / "_build" / "html"
+def test_book_builds_with_warnings_as_errors(book_build):
+    assert book_build.returncode == 0, book_build.output[-6000:]
+    html = book_build.html
     pages = ["book/intro.html", "book/references.html"]
     pages += [f"book/generated/{nb.stem}.html" for nb in NOTEBOOKS]
     for page in pages:

@@ -31,9 +31,9 @@ def use_style() -> None:
         "grid.alpha": 0.3,
         "axes.spines.top": False,
         "axes.spines.right": False,
-        "font.size": 10,
+        "font.size": 11,
         "legend.frameon": False,
-        "legend.fontsize": 9,
+        "legend.fontsize": 10,
     })
 
 
