@@ -45,3 +45,20 @@ def test_module_entry_point():
     result = subprocess.run([sys.executable, "-m", "exploding_gradients", "list"],
                             capture_output=True, text=True, check=True)
     assert "signal_propagation" in result.stdout
+
+
+def test_seeds_are_plain_ascii_digits(tmp_path, capsys):
+    # "²".isdigit() is True but int("²") raised ValueError; 5000 digits raised too
+    for seeds in ["²", "１２", "9" * 5000, "1e3", "0", ""]:
+        code = main(["run", "signal_propagation", "--set", "depth=2", "--set", "width=4",
+                     f"--seeds={seeds}", "--out", str(tmp_path / "out")])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("error:") and "'seeds'" in err
+    assert main(["run", "signal_propagation", "--set", "depth=2", "--set", "width=4",
+                 "--seeds", " 2 ", "--out", str(tmp_path / "out")]) == 0
+
+
+def test_out_that_is_a_file_is_refused_before_compute(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    assert main(["run", "signal_propagation", "--out", str(tmp_path / "file")]) == 2
+    assert "--out" in capsys.readouterr().err

@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from .config import ConfigError, parse_assignments
-from .experiments import REGISTRY, get, run
+from .config import ConfigError, _short_repr, parse_assignments
+from .experiments import MAX_SEEDS, REGISTRY, get, run
 
 
 def _list() -> str:
@@ -40,16 +40,35 @@ def main(argv: list[str] | None = None) -> int:
         print(_list())
         return 0
     try:
-        seeds = int(args.seeds) if args.seeds.strip().isdigit() else args.seeds
+        seeds = _seeds(args.seeds)
         exp = get(args.name)
         config = exp.resolve(parse_assignments(args.set))  # fail before any compute
+        if args.out.exists() and not args.out.is_dir():
+            raise ConfigError(f"--out {str(args.out)!r} exists and is not a folder")
         table = run(args.name, config, seeds=seeds, use_cache=not args.no_cache)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    args.out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out / "results.csv", index=False)
-    (args.out / "config.json").write_text(json.dumps(
-        {"experiment": args.name, "seeds": seeds, "config": config}, indent=2) + "\n")
+    except MemoryError:
+        print(f"error: {args.name!r} ran out of memory; try smaller sizes", file=sys.stderr)
+        return 1
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        table.to_csv(args.out / "results.csv", index=False)
+        (args.out / "config.json").write_text(json.dumps(
+            {"experiment": args.name, "seeds": seeds, "config": config}, indent=2) + "\n")
+    except OSError as err:
+        print(f"error: cannot write the results to {str(args.out)!r}: {err}", file=sys.stderr)
+        return 1
     print(f"wrote {len(table)} rows to {args.out / 'results.csv'}")
     return 0
+
+
+def _seeds(text: str) -> int:
+    """``--seeds``: plain ASCII digits (no "１２", "²", "1e3" or 5000-digit numbers)."""
+    value = text.strip()
+    if not (value.isascii() and value.isdigit() and len(value) <= 6
+            and 1 <= int(value) <= MAX_SEEDS):
+        raise ConfigError(f"parameter 'seeds': got {_short_repr(text)}; "
+                          f"allowed: int >= 1 and <= {MAX_SEEDS}")
+    return int(value)

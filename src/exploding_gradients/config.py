@@ -9,6 +9,9 @@ or ``1e3`` into a string) and from Python all pass through :func:`resolve`, whic
 from __future__ import annotations
 
 import math
+import numbers
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,8 +69,14 @@ class Param:
             if isinstance(value, str):  # "1,2,3" or "[1, 2, 3]" from a command line
                 value = [v for v in value.strip().strip("[]").split(",") if v.strip()]
             if not isinstance(value, (list, tuple)) or len(value) == 0:
-                raise self._error(value, "a non-empty list")
-            return [item.validate(v) for v in value]
+                raise self._error(value, "a non-empty list of " + item.allowed())
+            out = []
+            for i, v in enumerate(value):
+                try:
+                    out.append(item.validate(v))
+                except ConfigError:
+                    raise self._error(v, item.allowed(), f"element {i} of the list: ") from None
+            return out
         coerced = _coerce(self.kind, value)
         if coerced is None:
             raise self._error(value)
@@ -80,11 +89,50 @@ class Param:
                 raise self._error(value)
         return coerced
 
-    def _error(self, value: Any, expected: str | None = None) -> ConfigError:
+    def _error(self, value: Any, expected: str | None = None, where: str = "") -> ConfigError:
         return ConfigError(
-            f"parameter {self.name!r}: got {value!r} ({type(value).__name__}); "
+            f"parameter {self.name!r}: {where}got {_short_repr(value)} ({type(value).__name__}); "
             f"allowed: {expected or self.allowed()}"
         )
+
+
+# Plain ASCII decimal numbers only: no "0x10", "1_000", "nan", "inf" or full-width "１２"
+# (which float() would accept), so what is accepted is what a reader sees.
+_INT_TEXT = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_FLOAT_TEXT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII)
+_MAX_TEXT = 400  # characters; longer "numbers" are refused rather than parsed
+
+
+def _short_repr(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters; never raises (huge ints, odd objects)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+        return f"<int with about {int(value.bit_length() * 0.30103)} digits>"
+    try:
+        text = repr(value)
+    except Exception:  # a repr that fails must not hide the real error
+        text = f"<{type(value).__name__} object>"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _number(value: Any) -> int | float | None:
+    """``value`` as a Python int or finite-or-not float; ``None`` if it is not a number."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
+        return None  # True is an int in Python, never a depth; dates, lists, ... are not numbers
+    if isinstance(value, str):
+        text = value.strip()
+        if len(text) > _MAX_TEXT:
+            return None
+        if _INT_TEXT.fullmatch(text):
+            return int(text)
+        if _FLOAT_TEXT.fullmatch(text):
+            return float(text)
+        return None
+    if isinstance(value, numbers.Integral):  # int, numpy integers
+        return int(value)
+    try:
+        return float(value)  # float, numpy floats, Fraction
+    except (OverflowError, ValueError, TypeError):
+        return None
 
 
 def _coerce(kind: str, value: Any) -> Any:
@@ -97,20 +145,23 @@ def _coerce(kind: str, value: Any) -> Any:
         return None
     if kind == "str":
         return value.strip() if isinstance(value, str) and value.strip() else None
-    if isinstance(value, bool):  # True is an int in Python, never a depth
+    if kind not in ("int", "float"):
+        raise ValueError(f"unknown parameter kind {kind!r}")
+    number = _number(value)
+    if number is None:
         return None
-    if isinstance(value, str):
+    if isinstance(number, int):  # exact: Python compares huge ints with float bounds exactly
+        if kind == "int":
+            return number
         try:
-            value = float(value.strip())
-        except ValueError:
+            return float(number)
+        except OverflowError:
             return None
-    if not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not math.isfinite(number):
         return None
     if kind == "float":
-        return float(value)
-    if kind == "int":
-        return int(value) if float(value).is_integer() and abs(value) < 2**53 else None
-    raise ValueError(f"unknown parameter kind {kind!r}")
+        return number + 0.0  # -0.0 -> 0.0: one value, one cache key
+    return int(number) if number.is_integer() and abs(number) < 2**53 else None
 
 
 def resolve(params: tuple[Param, ...], overrides: dict[str, Any], what: str) -> dict[str, Any]:
@@ -119,11 +170,14 @@ def resolve(params: tuple[Param, ...], overrides: dict[str, Any], what: str) -> 
     Unknown names are refused with the list of known ones, so a typo never silently
     runs the default experiment.
     """
+    if not isinstance(overrides, Mapping):
+        raise ConfigError(f"{what}: parameters must be a mapping of name to value, got "
+                          f"{_short_repr(overrides)} ({type(overrides).__name__})")
     known = {p.name: p for p in params}
-    unknown = sorted(set(overrides) - set(known))
+    unknown = sorted((k for k in overrides if k not in known), key=repr)  # keys of any type
     if unknown:
         raise ConfigError(
-            f"{what}: unknown parameter(s) {', '.join(map(repr, unknown))}; "
+            f"{what}: unknown parameter(s) {', '.join(_short_repr(k) for k in unknown)}; "
             f"known parameters: {', '.join(known)}"
         )
     return {p.name: p.validate(overrides.get(p.name, p.default)) for p in params}
@@ -135,6 +189,6 @@ def parse_assignments(items: list[str]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set expects key=value, got {item!r}")
+            raise ConfigError(f"--set expects key=value, got {_short_repr(item)}")
         out[key.strip()] = value
     return out

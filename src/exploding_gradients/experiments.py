@@ -7,7 +7,7 @@ reads it from the cache), and returns one tidy table with a ``seed`` column.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import pandas as pd
@@ -15,11 +15,12 @@ import torch
 
 from . import cache
 from .activations import ACTIVATIONS
-from .config import ConfigError, Param, resolve
+from .config import ConfigError, Param, _short_repr, resolve
 from .data import TASKS, gaussian_inputs, make_task
 from .init import SCHEMES
 from .models import NORMALIZATIONS, build_mlp
 from .monitor import GradientMonitor, derivative_stats
+from .resources import check_memory
 from .train import OPTIMIZERS, train
 
 MAX_SEEDS = 10_000
@@ -33,10 +34,44 @@ class Experiment:
     description: str
 
     def resolve(self, overrides: dict | None = None) -> dict:
-        return resolve(self.params, overrides or {}, f"experiment {self.name!r}")
+        """Defaults updated with ``overrides``, each value and their combination checked."""
+        config = resolve(self.params, {} if overrides is None else overrides,
+                         f"experiment {self.name!r}")
+        for check in CONSTRAINTS.get(self.name, ()):
+            check(config)
+        return config
 
 
 REGISTRY: dict[str, Experiment] = {}
+
+
+def _batch_norm_batch(config: dict) -> None:
+    """Batch norm in training mode needs at least two samples per minibatch."""
+    if config.get("normalization") == "batch" and config.get("steps", 1) > 0 \
+            and config["batch_size"] < 2:
+        raise ConfigError(
+            f"parameter 'batch_size': got {config['batch_size']}; allowed: >= 2 when "
+            "normalization='batch' (batch norm needs two samples per minibatch)")
+
+
+def _batch_norm_hessian(config: dict) -> None:
+    """The Hessian is measured in training mode too: batch norm needs two samples."""
+    if config.get("normalization") == "batch" and min(config["hessian_samples"],
+                                                      config["n_train"]) < 2:
+        name = "hessian_samples" if config["hessian_samples"] < 2 else "n_train"
+        raise ConfigError(
+            f"parameter {name!r}: got {config[name]}; allowed: >= 2 when "
+            "normalization='batch' (the Hessian is measured on min(hessian_samples, "
+            "n_train) samples, and batch norm needs two)")
+
+
+#: Checks of combinations of parameters, by experiment name, run by
+#: :meth:`Experiment.resolve` after each value has been validated on its own.
+CONSTRAINTS: dict[str, tuple[Callable[[dict], None], ...]] = {
+    "training": (_batch_norm_batch,),
+    "sharpness": (_batch_norm_batch, _batch_norm_hessian),
+    "lr_boundary": (_batch_norm_batch, _batch_norm_hessian),
+}
 
 
 def experiment(name: str, params: tuple[Param, ...]):
@@ -51,12 +86,10 @@ def experiment(name: str, params: tuple[Param, ...]):
 
 
 def get(name: str) -> Experiment:
-    try:
+    if isinstance(name, str) and name in REGISTRY:
         return REGISTRY[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown experiment {name!r}; known experiments: {', '.join(REGISTRY)}"
-        ) from None
+    raise ConfigError(
+        f"unknown experiment {_short_repr(name)}; known experiments: {', '.join(REGISTRY)}")
 
 
 def run(name: str, config: dict | None = None, seeds: int = 1, use_cache: bool = True,
@@ -64,13 +97,13 @@ def run(name: str, config: dict | None = None, seeds: int = 1, use_cache: bool =
     """Run experiment ``name`` for seeds ``0 .. seeds-1`` and return one tidy table.
 
     ``config`` and keyword ``overrides`` are merged (keywords win) and validated before
-    anything is computed.  Each seed's table is cached separately, so extending a sweep
-    with more seeds reuses the ones already computed.
+    anything is computed, and a configuration that would not fit in memory is refused
+    (:func:`.resources.check_memory`).  Each seed's table is cached separately, so
+    extending a sweep with more seeds reuses the ones already computed.
     """
     exp = get(name)
-    resolved = exp.resolve({**(config or {}), **overrides})
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_SEEDS:
-        raise ConfigError(f"parameter 'seeds': got {seeds!r}; allowed: int >= 1 and <= {MAX_SEEDS}")
+    resolved = _checked(exp, config, overrides)
+    _check_seeds(seeds)
     tables = []
     for seed in range(seeds):
         key = cache.entry_key(name, resolved, seed)
@@ -85,6 +118,22 @@ def run(name: str, config: dict | None = None, seeds: int = 1, use_cache: bool =
     return out[["seed", *[c for c in out.columns if c != "seed"]]]
 
 
+def _checked(exp: Experiment, config: dict | None, overrides: dict) -> dict:
+    """The resolved configuration, refused if invalid or too large for this machine."""
+    if config is not None and not isinstance(config, Mapping):
+        raise ConfigError(f"experiment {exp.name!r}: config must be a dict of parameters, "
+                          f"got {type(config).__name__}")
+    resolved = exp.resolve({**(config or {}), **overrides})
+    check_memory(exp.name, resolved)
+    return resolved
+
+
+def _check_seeds(seeds) -> None:
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_SEEDS:
+        raise ConfigError(f"parameter 'seeds': got {_short_repr(seeds)}; "
+                          f"allowed: int >= 1 and <= {MAX_SEEDS}")
+
+
 def sweep(name: str, grid: list[dict], seeds: int = 1, use_cache: bool = True,
           **common) -> pd.DataFrame:
     """:func:`run` for each point of ``grid`` (dicts of overrides on top of ``common``).
@@ -93,8 +142,11 @@ def sweep(name: str, grid: list[dict], seeds: int = 1, use_cache: bool = True,
     of the returned table, so each row says which configuration produced it.
     """
     exp = get(name)
+    _check_seeds(seeds)
+    if not isinstance(grid, (list, tuple)) or not all(isinstance(p, dict) for p in grid):
+        raise ConfigError(f"sweep {name!r}: the grid must be a list of dicts of parameters")
     for point in grid:
-        exp.resolve({**common, **point})
+        _checked(exp, common, point)
     tables = [run(name, {**common, **point}, seeds=seeds, use_cache=use_cache).assign(**point)
               for point in grid]
     return pd.concat(tables, ignore_index=True)
