@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from .config import Param
-from .data import TASKS, Dataset, make_task
-from .experiments import MODEL_PARAMS, _generator, experiment
+from .data import Dataset
+from .experiments import DATA_PARAMS, MODEL_PARAMS, _generator, experiment, make_data
 from .models import build_mlp
 from .train import train
 
@@ -134,18 +134,6 @@ def sharpness(model: nn.Module, data: Dataset, n: int, start: torch.Tensor,
 
 # --------------------------------------------------------------------------- experiment
 
-# Same names, defaults and bounds as the ``training`` experiment: the same overrides
-# describe the same model and data.
-DATA_PARAMS = (
-    Param("task", "str", "classification", "synthetic teacher task", choices=TASKS),
-    Param("d_in", "int", 16, "input dimension", low=1, high=8192),
-    Param("input_scale_spread", "float", 1.0,
-          "feature j is scaled by spread^(j/(d_in-1)); 1 = standardized inputs", low=1.0,
-          high=1e6),
-    Param("n_train", "int", 2048, "training samples", low=1, high=10**7),
-    Param("data_seed", "int", 0, "seed of the dataset (shared by all model seeds)", low=0,
-          high=2**31 - 1),
-)
 HESSIAN_PARAMS = (
     Param("hessian_samples", "int", 2048,
           "training samples (the first ones, at most n_train) whose loss's Hessian is measured",
@@ -168,13 +156,6 @@ SHARPNESS_PARAMS = MODEL_PARAMS + DATA_PARAMS + (
 ) + HESSIAN_PARAMS
 
 
-def _data(config: dict) -> Dataset:
-    """The ``training`` experiment's dataset for this configuration."""
-    return make_task(config["task"], config["n_train"], 1024, config["d_in"],
-                     _generator(config["data_seed"]),
-                     input_scale_spread=config["input_scale_spread"])
-
-
 @experiment("sharpness", SHARPNESS_PARAMS)
 def sharpness_experiment(config: dict, seed: int) -> pd.DataFrame:
     """Top Hessian eigenvalue lam_max of the training loss, at init and along plain SGD.
@@ -191,7 +172,7 @@ def sharpness_experiment(config: dict, seed: int) -> pd.DataFrame:
     ``lr`` trained with, and ``diverged_step``: the step whose minibatch loss or gradient
     was not finite, -1 if none.
     """
-    data = _data(config)
+    data = make_data(config)
     gen = _generator(seed)
     model = build_mlp(config, d_in=config["d_in"], d_out=data.d_out, generator=gen)
     params = flat_params(model)
@@ -256,7 +237,7 @@ def lr_boundary(config: dict, seed: int) -> pd.DataFrame:
     ``loss`` (minibatch), ``grad_norm``, ``test_loss`` (at logged steps), and the run's
     ``diverged_step`` (-1 if none) and ``cause``.
     """
-    data = _data(config)
+    data = make_data(config)
     gen = _generator(seed)
     model = build_mlp(config, d_in=config["d_in"], d_out=data.d_out, generator=gen)
     state = gen.get_state()

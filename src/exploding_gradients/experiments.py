@@ -16,7 +16,7 @@ import torch
 from . import cache
 from .activations import ACTIVATIONS
 from .config import ConfigError, Param, _short_repr, resolve
-from .data import TASKS, gaussian_inputs, make_task
+from .data import TASKS, Dataset, gaussian_inputs, make_task
 from .init import SCHEMES
 from .models import NORMALIZATIONS, build_mlp
 from .monitor import GradientMonitor, derivative_stats
@@ -175,6 +175,27 @@ def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+# The synthetic task of every training-like experiment: the same overrides describe the
+# same data wherever they are used.
+DATA_PARAMS = (
+    Param("task", "str", "classification", "synthetic teacher task", choices=TASKS),
+    Param("d_in", "int", 16, "input dimension", low=1, high=8192),
+    Param("input_scale_spread", "float", 1.0,
+          "feature j is scaled by spread^(j/(d_in-1)); 1 = standardized inputs", low=1.0,
+          high=1e6),
+    Param("n_train", "int", 2048, "training samples", low=1, high=10**7),
+    Param("data_seed", "int", 0, "seed of the dataset (shared by all model seeds)", low=0,
+          high=2**31 - 1),
+)
+
+
+def make_data(config: dict) -> Dataset:
+    """The dataset a config with :data:`DATA_PARAMS` describes (1024 test samples)."""
+    return make_task(config["task"], config["n_train"], 1024, config["d_in"],
+                     _generator(config["data_seed"]),
+                     input_scale_spread=config["input_scale_spread"])
+
+
 # --------------------------------------------------------------------------- experiments
 
 @experiment("signal_propagation", MODEL_PARAMS + (
@@ -211,21 +232,13 @@ def signal_propagation(config: dict, seed: int) -> pd.DataFrame:
     return pd.DataFrame(rows).drop(columns="name").join(pd.DataFrame(act_stats))
 
 
-@experiment("training", MODEL_PARAMS + (
-    Param("task", "str", "classification", "synthetic teacher task", choices=TASKS),
-    Param("d_in", "int", 16, "input dimension", low=1, high=8192),
-    Param("input_scale_spread", "float", 1.0,
-          "feature j is scaled by spread^(j/(d_in-1)); 1 = standardized inputs", low=1.0,
-          high=1e6),
-    Param("n_train", "int", 2048, "training samples", low=1, high=10**7),
+@experiment("training", MODEL_PARAMS + DATA_PARAMS + (
     Param("optimizer", "str", "sgd", "optimizer (momentum = SGD with momentum 0.9)",
           choices=OPTIMIZERS),
     Param("lr", "float", 0.01, "learning rate", low=1e-12, high=1e6),
     Param("steps", "int", 200, "optimizer steps", low=1, high=10**7),
     Param("batch_size", "int", 64, "minibatch size", low=1, high=65536),
     Param("log_every", "int", 10, "steps between per-layer samples", low=1, high=10**7),
-    Param("data_seed", "int", 0, "seed of the dataset (shared by all model seeds)", low=0,
-          high=2**31 - 1),
 ))
 def training(config: dict, seed: int) -> pd.DataFrame:
     """Train an MLP on a synthetic task; per-step loss, gradient norm and divergence.
@@ -236,9 +249,7 @@ def training(config: dict, seed: int) -> pd.DataFrame:
     ``diverged_step`` and ``cause`` (``nan_loss``, ``inf_loss``, ``nan_grad``, ``inf_grad``)
     are repeated on every row of a run that diverged; -1 and "" otherwise.
     """
-    data = make_task(config["task"], config["n_train"], 1024, config["d_in"],
-                     _generator(config["data_seed"]),
-                     input_scale_spread=config["input_scale_spread"])
+    data = make_data(config)
     gen = _generator(seed)
     model = build_mlp(config, d_in=config["d_in"], d_out=data.d_out, generator=gen)
     layers = {f"blocks.{i}.linear": lin for i, lin in enumerate(model.hidden_linears())}
