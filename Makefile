@@ -41,7 +41,8 @@ book/generated/%.ipynb: notebooks/%.ipynb $(PACKAGE) $(STAMP) $(PROFILE_STAMP)
 	$(PY) -m exploding_gradients.bookbuild $< $@ --profile $(PROFILE)
 
 _build/html/index.html: $(EXECUTED) $(BOOK_SRC) $(STAMP)
-	$(VENV)/bin/jupyter-book build . -W --keep-going
+	@# A failed build must not leave an index.html that make would take as up to date.
+	$(VENV)/bin/jupyter-book build . -W --keep-going || { rm -f $@; exit 1; }
 	touch $@
 
 test: $(STAMP)

@@ -12,6 +12,8 @@ import nbformat
 import papermill
 import pytest
 
+from exploding_gradients.bookbuild import execute
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
@@ -67,3 +69,26 @@ def test_book_builds_with_warnings_as_errors(book_build):
     depth_page = (html / "book/generated/depth.html").read_text()
     assert "Verdict" in depth_page, "the depth chapter's text is missing"
     assert "<img" in depth_page, "the depth chapter's figures are missing"
+
+
+def test_figures_are_saved_beside_the_page_for_relative_targets(tmp_path, monkeypatch):
+    """`make book` passes relative paths while the kernel runs in notebooks/: the saved
+    figure must still land in <target folder>/figures, where the intro page looks."""
+    source_dir = tmp_path / "src"
+    source_dir.mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_code_cell('profile = "quick"', metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(
+            "import matplotlib.pyplot as plt\n"
+            "from exploding_gradients import plots\n"
+            "fig, ax = plt.subplots()\n"
+            "plots.glue_figure('tiny_fig', fig, {'profile': profile})"),
+    ]
+    nbformat.write(nb, source_dir / "tiny.ipynb")
+    monkeypatch.chdir(tmp_path)
+    execute(Path("src/tiny.ipynb"), Path("out/tiny.ipynb"), profile="quick")
+    assert (tmp_path / "out" / "figures" / "tiny_fig.png").exists()
+    assert not (source_dir / "out").exists()

@@ -29,7 +29,7 @@ def execute(source: Path, target: Path, profile: str = "default",
     os.close(fd)
     # The kernel inherits the environment: figures are also saved beside the pages.
     previous = os.environ.get(FIGURES_ENV)
-    os.environ[FIGURES_ENV] = str(target.parent / "figures")
+    os.environ[FIGURES_ENV] = str(target.parent.resolve() / "figures")  # kernel cwd differs
     try:
         papermill.execute_notebook(str(source), tmp, kernel_name="python3",
                                    parameters={"profile": profile, **(parameters or {})},
