@@ -24,8 +24,12 @@ SWEEP = ["run", "training", "--set", "depth=6", "--set", "width=32", "--set", "s
 
 def cli(args, cache_dir, **kwargs):
     env = {**os.environ, cache.ENV_VAR: str(cache_dir), "OMP_NUM_THREADS": "1"}
+    # A shell that starts jobs in the background (as CI may) ignores SIGINT, and children
+    # inherit that; restore the default so Ctrl-C reaches the sweep as it would a user's.
     return subprocess.Popen([sys.executable, "-m", "exploding_gradients", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+                            **kwargs)
 
 
 def entries(cache_dir):
