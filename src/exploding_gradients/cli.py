@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from .config import ConfigError, _short_repr, parse_assignments
-from .experiments import MAX_SEEDS, REGISTRY, get, run
+from .config import ConfigError, parse_assignments
+from .experiments import REGISTRY, check_seeds, get, run
 
 
 def _list() -> str:
@@ -67,8 +67,6 @@ def main(argv: list[str] | None = None) -> int:
 def _seeds(text: str) -> int:
     """``--seeds``: plain ASCII digits (no "１２", "²", "1e3" or 5000-digit numbers)."""
     value = text.strip()
-    if not (value.isascii() and value.isdigit() and len(value) <= 6
-            and 1 <= int(value) <= MAX_SEEDS):
-        raise ConfigError(f"parameter 'seeds': got {_short_repr(text)}; "
-                          f"allowed: int >= 1 and <= {MAX_SEEDS}")
-    return int(value)
+    seeds = int(value) if value.isascii() and value.isdigit() and len(value) <= 6 else text
+    check_seeds(seeds)  # a string that is not such a number is refused here too
+    return seeds

@@ -91,7 +91,7 @@ class Param:
 
     def _error(self, value: Any, expected: str | None = None, where: str = "") -> ConfigError:
         return ConfigError(
-            f"parameter {self.name!r}: {where}got {_short_repr(value)} ({type(value).__name__}); "
+            f"parameter {self.name!r}: {where}got {short_repr(value)} ({type(value).__name__}); "
             f"allowed: {expected or self.allowed()}"
         )
 
@@ -103,7 +103,7 @@ _FLOAT_TEXT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?", r
 _MAX_TEXT = 400  # characters; longer "numbers" are refused rather than parsed
 
 
-def _short_repr(value: Any, limit: int = 80) -> str:
+def short_repr(value: Any, limit: int = 80) -> str:
     """``repr(value)`` cut to ``limit`` characters; never raises (huge ints, odd objects)."""
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
         return f"<int with about {int(value.bit_length() * 0.30103)} digits>"
@@ -172,12 +172,12 @@ def resolve(params: tuple[Param, ...], overrides: dict[str, Any], what: str) -> 
     """
     if not isinstance(overrides, Mapping):
         raise ConfigError(f"{what}: parameters must be a mapping of name to value, got "
-                          f"{_short_repr(overrides)} ({type(overrides).__name__})")
+                          f"{short_repr(overrides)} ({type(overrides).__name__})")
     known = {p.name: p for p in params}
     unknown = sorted((k for k in overrides if k not in known), key=repr)  # keys of any type
     if unknown:
         raise ConfigError(
-            f"{what}: unknown parameter(s) {', '.join(_short_repr(k) for k in unknown)}; "
+            f"{what}: unknown parameter(s) {', '.join(short_repr(k) for k in unknown)}; "
             f"known parameters: {', '.join(known)}"
         )
     return {p.name: p.validate(overrides.get(p.name, p.default)) for p in params}
@@ -189,6 +189,6 @@ def parse_assignments(items: list[str]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set expects key=value, got {_short_repr(item)}")
+            raise ConfigError(f"--set expects key=value, got {short_repr(item)}")
         out[key.strip()] = value
     return out

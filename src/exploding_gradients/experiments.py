@@ -15,7 +15,7 @@ import torch
 
 from . import cache
 from .activations import ACTIVATIONS
-from .config import ConfigError, Param, _short_repr, resolve
+from .config import ConfigError, Param, resolve, short_repr
 from .data import TASKS, Dataset, gaussian_inputs, make_task
 from .init import SCHEMES
 from .models import NORMALIZATIONS, build_mlp
@@ -89,7 +89,7 @@ def get(name: str) -> Experiment:
     if isinstance(name, str) and name in REGISTRY:
         return REGISTRY[name]
     raise ConfigError(
-        f"unknown experiment {_short_repr(name)}; known experiments: {', '.join(REGISTRY)}")
+        f"unknown experiment {short_repr(name)}; known experiments: {', '.join(REGISTRY)}")
 
 
 def run(name: str, config: dict | None = None, seeds: int = 1, use_cache: bool = True,
@@ -103,7 +103,7 @@ def run(name: str, config: dict | None = None, seeds: int = 1, use_cache: bool =
     """
     exp = get(name)
     resolved = _checked(exp, config, overrides)
-    _check_seeds(seeds)
+    check_seeds(seeds)
     tables = []
     for seed in range(seeds):
         key = cache.entry_key(name, resolved, seed)
@@ -128,9 +128,10 @@ def _checked(exp: Experiment, config: dict | None, overrides: dict) -> dict:
     return resolved
 
 
-def _check_seeds(seeds) -> None:
+def check_seeds(seeds) -> None:
+    """Refuse a seed count that is not an int in 1 .. MAX_SEEDS (one message for all callers)."""
     if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_SEEDS:
-        raise ConfigError(f"parameter 'seeds': got {_short_repr(seeds)}; "
+        raise ConfigError(f"parameter 'seeds': got {short_repr(seeds)}; "
                           f"allowed: int >= 1 and <= {MAX_SEEDS}")
 
 
@@ -142,7 +143,7 @@ def sweep(name: str, grid: list[dict], seeds: int = 1, use_cache: bool = True,
     of the returned table, so each row says which configuration produced it.
     """
     exp = get(name)
-    _check_seeds(seeds)
+    check_seeds(seeds)
     if not isinstance(grid, (list, tuple)) or not all(isinstance(p, dict) for p in grid):
         raise ConfigError(f"sweep {name!r}: the grid must be a list of dicts of parameters")
     for point in grid:

@@ -45,7 +45,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from .config import ConfigError, _short_repr
+from .config import ConfigError, short_repr
 
 LIMIT_ENV_VAR = "EXPLODING_GRADIENTS_MEMORY_LIMIT"
 SAFETY = 1.25          # allocator slack and temporaries not listed above
@@ -198,7 +198,7 @@ def available_bytes() -> tuple[int | None, str]:
     if override:
         if not override.isascii() or not override.isdigit() or len(override) > 30:
             raise ConfigError(f"environment variable {LIMIT_ENV_VAR}: got "
-                              f"{_short_repr(override)}; allowed: a whole number of bytes")
+                              f"{short_repr(override)}; allowed: a whole number of bytes")
         return int(override), f"available (the limit set by {LIMIT_ENV_VAR})"
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
