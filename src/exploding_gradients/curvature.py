@@ -28,9 +28,9 @@ from torch import nn
 
 from .config import Param
 from .data import Dataset
-from .experiments import DATA_PARAMS, MODEL_PARAMS, _generator, experiment, make_data
+from .experiments import DATA_PARAMS, MODEL_PARAMS, _generator, evaluate, experiment, make_data
 from .models import build_mlp
-from .train import train
+from .train import minibatches, train
 
 # --------------------------------------------------------------------------- linear algebra
 
@@ -252,10 +252,11 @@ def lr_boundary(config: dict, seed: int) -> pd.DataFrame:
         lr = ratio * 2 / eig.value
         run_model = copy.deepcopy(model)
         layers = {f"blocks.{i}.linear": lin for i, lin in enumerate(run_model.hidden_linears())}
-        log = train(run_model, data, optimizer="sgd", lr=lr, steps=config["steps"],
-                    batch_size=config["batch_size"],
-                    generator=torch.Generator().set_state(state),
-                    log_every=config["log_every"], layers=layers)
+        batches = minibatches(data.x_train, data.y_train, config["batch_size"],
+                              torch.Generator().set_state(state))
+        log = train(run_model, batches, data.loss, optimizer="sgd", lr=lr,
+                    steps=config["steps"], log_every=config["log_every"], layers=layers,
+                    evaluate=lambda m, batch: evaluate(m, data))
         steps = pd.DataFrame(log.steps).reindex(
             columns=["step", "loss", "grad_norm", "test_loss"]).astype(
             {"loss": "float64", "grad_norm": "float64", "test_loss": "float64"})

@@ -17,11 +17,12 @@ from . import cache
 from .activations import ACTIVATIONS
 from .config import ConfigError, Param, resolve, short_repr
 from .data import TASKS, Dataset, gaussian_inputs, make_task
-from .init import SCHEMES
+from .init import LSUV_BATCH, SCHEMES, lsuv_
 from .models import NORMALIZATIONS, build_mlp
 from .monitor import GradientMonitor, derivative_stats
+from .remedies import REMEDY_PARAMS, Remedies
 from .resources import check_memory
-from .train import OPTIMIZERS, train
+from .train import OPTIMIZERS, minibatches, train
 
 MAX_SEEDS = 10_000
 
@@ -169,6 +170,9 @@ MODEL_PARAMS = (
     Param("normalization", "str", "none", "normalization after each Linear",
           choices=NORMALIZATIONS),
     Param("residual", "bool", False, "wrap each hidden layer in a skip connection"),
+    Param("residual_scale", "float", 1.0,
+          "multiplier of each residual branch, x + scale * block(x) (SkipInit-style when "
+          "small)", low=0.0, high=100.0),
 )
 
 
@@ -218,6 +222,8 @@ def signal_propagation(config: dict, seed: int) -> pd.DataFrame:
     model = build_mlp(config, d_in=width, d_out=config["d_out"], generator=gen)
     x = gaussian_inputs(config["batch_size"], width, gen)
     y = torch.randn(config["batch_size"], config["d_out"], generator=gen)
+    if config["init"] == "lsuv":
+        lsuv_(model, x)
     layers = {f"blocks.{i}.linear": lin for i, lin in enumerate(model.hidden_linears())}
     act_stats = []
     hooks = [block.act.register_forward_hook(
@@ -240,24 +246,32 @@ def signal_propagation(config: dict, seed: int) -> pd.DataFrame:
     Param("steps", "int", 200, "optimizer steps", low=1, high=10**7),
     Param("batch_size", "int", 64, "minibatch size", low=1, high=65536),
     Param("log_every", "int", 10, "steps between per-layer samples", low=1, high=10**7),
-))
+) + REMEDY_PARAMS)
 def training(config: dict, seed: int) -> pd.DataFrame:
     """Train an MLP on a synthetic task; per-step loss, gradient norm and divergence.
 
     Rows with ``layer == 0`` describe the whole network at every step (loss, total
-    gradient norm, update-to-weight ratio, and at sampled steps the test loss/accuracy);
-    rows with ``layer >= 1`` hold hidden layer ``layer``'s statistics at sampled steps.
-    ``diverged_step`` and ``cause`` (``nan_loss``, ``inf_loss``, ``nan_grad``, ``inf_grad``)
-    are repeated on every row of a run that diverged; -1 and "" otherwise.
+    gradient norm before clipping, learning rate, and at sampled steps the
+    update-to-weight ratio and test loss/accuracy); rows with ``layer >= 1`` hold hidden
+    layer ``layer``'s statistics at sampled steps.  ``diverged_step`` and ``cause``
+    (``nan_loss``, ``inf_loss``, ``nan_grad``, ``inf_grad``) are repeated on every row of a
+    run that diverged; -1 and "" otherwise.  ``stopped_step`` is the step where early
+    stopping ended the run (``cause`` ``stopped_...``; the last row then measures the
+    restored weights), -1 otherwise.
     """
     data = make_data(config)
     gen = _generator(seed)
     model = build_mlp(config, d_in=config["d_in"], d_out=data.d_out, generator=gen)
+    if config["init"] == "lsuv":
+        lsuv_(model, data.x_train[:LSUV_BATCH])
     layers = {f"blocks.{i}.linear": lin for i, lin in enumerate(model.hidden_linears())}
-    log = train(model, data, optimizer=config["optimizer"], lr=config["lr"],
-                steps=config["steps"], batch_size=config["batch_size"], generator=gen,
-                log_every=config["log_every"], layers=layers)
-    columns = ["step", "layer", "loss", "grad_norm", "update_ratio", "test_loss",
+    log = train(model, minibatches(data.x_train, data.y_train, config["batch_size"], gen),
+                data.loss, optimizer=config["optimizer"], lr=config["lr"],
+                steps=config["steps"], remedies=Remedies.from_config(config),
+                log_every=config["log_every"], layers=layers,
+                final=tuple(model.readout.parameters()),
+                evaluate=lambda m, batch: evaluate(m, data))
+    columns = ["step", "layer", "loss", "grad_norm", "lr", "update_ratio", "test_loss",
                "test_accuracy", "delta_norm", "preact_var"]
     steps = pd.DataFrame(log.steps).assign(layer=0)
     per_layer = pd.DataFrame(log.layers).drop(columns=["name", "nonfinite"], errors="ignore")
@@ -265,4 +279,15 @@ def training(config: dict, seed: int) -> pd.DataFrame:
     table = table.sort_values(["step", "layer"], kind="stable").reset_index(drop=True)
     table = table.astype({c: "float64" for c in columns[2:]})
     return table.assign(diverged_step=-1 if log.diverged_step is None else log.diverged_step,
+                        stopped_step=-1 if log.stopped_step is None else log.stopped_step,
                         cause=log.cause)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, data: Dataset) -> dict:
+    """Test loss and accuracy (NaN for regression), in evaluation mode."""
+    model.eval()
+    out = model(data.x_test)
+    loss = data.loss(out, data.y_test).item()
+    model.train()
+    return {"test_loss": loss, "test_accuracy": data.accuracy(out, data.y_test)}

@@ -11,6 +11,10 @@ scheme         weights                                       biases
 ``he``         N(0, 2 / fan_in)              (He 2015)        0
 ``orthogonal`` gain * orthogonal, gain from                   0
                ``torch.nn.init.calculate_gain(activation)``
+``lsuv``       orthogonal, then each hidden layer rescaled    0
+               on a batch of data until its output has
+               unit variance (Mishkin & Matas 2016; data-
+               dependent: :func:`lsuv_`)
 =============  ============================================  ====================
 
 :func:`effective_sigmas` gives the (sigma_w, sigma_b) of each scheme in the
@@ -25,7 +29,8 @@ import math
 import torch
 from torch import nn
 
-SCHEMES = ("default", "normal", "xavier", "he", "orthogonal")
+SCHEMES = ("default", "normal", "xavier", "he", "orthogonal", "lsuv")
+LSUV_BATCH = 256  # samples LSUV measures variances on
 
 # calculate_gain knows these names; the rest get gain 1 (its own default).
 _GAIN_NAMES = {"relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid", "linear": "linear",
@@ -54,6 +59,8 @@ def effective_sigmas(scheme: str, activation: str, fan_in: int, fan_out: int,
         # An orthogonal fan_out x fan_in matrix scaled by g has Var[W_ij] = g^2/max(fan_in,
         # fan_out); for square layers that is g^2/fan_in.
         return gain(activation) * math.sqrt(fan_in / max(fan_in, fan_out)), 0.0
+    if scheme == "lsuv":
+        raise ValueError("init 'lsuv' is data-dependent: it has no sigma_w before it sees data")
     raise ValueError(f"unknown init scheme {scheme!r}; allowed: {', '.join(SCHEMES)}")
 
 
@@ -71,6 +78,8 @@ def init_linear(layer: nn.Linear, scheme: str, activation: str, generator: torch
         return
     if scheme == "orthogonal":
         nn.init.orthogonal_(w, gain=gain(activation), generator=generator)
+    elif scheme == "lsuv":  # orthonormal start; lsuv_ rescales it once data is at hand
+        nn.init.orthogonal_(w, generator=generator)
     else:
         sw, _ = effective_sigmas(scheme, activation, fan_in, fan_out, sigma_w, sigma_b)
         w.normal_(0.0, sw / math.sqrt(fan_in), generator=generator)
@@ -90,3 +99,28 @@ def initialize(model: nn.Module, scheme: str, activation: str, generator: torch.
         if isinstance(module, nn.Linear):
             init_linear(module, scheme, activation, generator, sigma_w, sigma_b)
     return model
+
+
+@torch.no_grad()
+def lsuv_(model: nn.Module, x: torch.Tensor, tol: float = 0.02, max_iter: int = 10) -> list[float]:
+    """Layer-sequential unit-variance scaling (Mishkin & Matas 2016), in place.
+
+    Input side first, each hidden Linear's weights are divided by the standard deviation
+    of its output on ``x`` until that variance is within ``tol`` of 1, so every layer
+    starts with the same signal scale whatever the activation.  Returns each layer's
+    final output variance.  Needs ``model.hidden_linears()`` (see :class:`.models.MLP`).
+    """
+    variances, seen = [], []
+    for layer in model.hidden_linears():
+        hook = layer.register_forward_hook(lambda m, i, out: seen.append(out.var().item()))
+        try:
+            for _ in range(max_iter):
+                seen.clear()
+                model(x)
+                if abs(seen[0] - 1) < tol or not 0 < seen[0] < math.inf:
+                    break  # done, or a dead/overflowing layer no rescaling can fix
+                layer.weight.div_(math.sqrt(seen[0]))
+        finally:
+            hook.remove()
+        variances.append(seen[0])
+    return variances

@@ -8,7 +8,7 @@ Experiments registered here:
   before the last), together with the recurrent matrix's spectral radius and largest
   singular value.
 * ``rnn_training``: the same cells trained on the adding problem (Hochreiter &
-  Schmidhuber 1997), without any gradient clipping; per-step loss, gradient norm and
+  Schmidhuber 1997), with no remedy unless asked for; per-step loss, gradient norm and
   divergence, plus at sampled steps the ratio ``||dL/dh_1|| / ||dL/dh_T||``.
 
 How ``spectral_radius`` is applied: the recurrent weight matrix of a vanilla RNN is a
@@ -38,7 +38,8 @@ from torch import nn
 
 from .config import Param
 from .experiments import experiment
-from .train import OPTIMIZERS, divergence_cause, make_optimizer
+from .remedies import REMEDY_PARAMS, Remedies
+from .train import OPTIMIZERS, train
 
 CELLS = ("rnn", "lstm", "gru")
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
@@ -283,9 +284,6 @@ class Sequence(nn.Module):
         """The readout of h_T, and with ``keep_states`` also ``[h_0, ..., h_T]``."""
         h0 = torch.zeros(x.shape[1], self.readout.in_features, dtype=x.dtype)
         states = unroll(self.cell, x, h0)
-        if keep_states:  # only the first and last state's gradients are read
-            states[1].retain_grad()
-            states[-1].retain_grad()
         out = self.readout(states[-1])
         return (out, states) if keep_states else out
 
@@ -309,16 +307,15 @@ TRAINING_PARAMS = (
           low=1, high=10**7),
     Param("data_seed", "int", 0, "seed of the data stream (shared by all model seeds)", low=0,
           high=2**31 - 1),
-))
+) + REMEDY_PARAMS)
 def rnn_training(config: dict, seed: int) -> pd.DataFrame:
-    """Train a recurrent cell on the adding problem with no gradient clipping.
+    """Train a recurrent cell on the adding problem (no remedy unless one is asked for).
 
     Mean squared error on the last time step; every step draws a fresh batch from the
     data stream.  Rows: one per step with ``loss`` (before the update), ``grad_norm``
-    (total over all parameters) and, every ``log_every`` steps, ``lag_ratio`` =
-    ||dL/dh_1|| / ||dL/dh_T|| (how much of the gradient reaches the first time step).
-    ``diverged_step`` and ``cause`` (``nan_loss``, ``inf_loss``, ``nan_grad``, ``inf_grad``)
-    are repeated on every row of a run that diverged; -1 and "" otherwise.
+    (total over all parameters, before clipping) and, every ``log_every`` steps,
+    ``lag_ratio`` = ||dL/dh_1|| / ||dL/dh_T|| (how much of the gradient reaches the first
+    time step).  ``diverged_step``, ``stopped_step`` and ``cause`` as in ``training``.
     """
     gen = _generator(seed)
     data_gen = _generator(config["data_seed"])
@@ -326,36 +323,26 @@ def rnn_training(config: dict, seed: int) -> pd.DataFrame:
     cell = build_cell(config["cell"], 2, hidden, config["spectral_radius"], gen,
                       config["input_std"])
     model = Sequence(cell, hidden, gen)
-    params = list(model.parameters())
-    opt = make_optimizer(config["optimizer"], params, config["lr"])
-    rows, diverged, cause = [], -1, ""
-    for step in range(config["steps"] + 1):
-        x, y = adding_batch(config["batch_size"], config["seq_len"], data_gen)
-        sampled = step % config["log_every"] == 0 or step == config["steps"]
-        out, states = model(x, keep_states=True) if sampled else (model(x), None)
-        loss = torch.nn.functional.mse_loss(out, y)
-        row = {"step": step, "loss": loss.item(), "grad_norm": math.nan, "lag_ratio": math.nan}
-        if not math.isfinite(row["loss"]):
-            rows.append(row)
-            diverged, cause = step, divergence_cause(row["loss"], "loss")
-            break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params]).item()
-        row["grad_norm"] = grad_norm
-        if sampled:
-            last, first = states[-1].grad.norm().item(), states[1].grad.norm().item()
-            row["lag_ratio"] = first / last if last > 0 else math.nan
-        rows.append(row)
-        if not math.isfinite(grad_norm):
-            diverged, cause = step, divergence_cause(grad_norm, "grad")
-            break
-        if step == config["steps"]:
-            break
-        opt.step()
-    table = pd.DataFrame(rows).astype({"loss": "float64", "grad_norm": "float64",
-                                       "lag_ratio": "float64"})
-    return table.assign(diverged_step=diverged, cause=cause)
+    log = train(model, lambda: adding_batch(config["batch_size"], config["seq_len"], data_gen),
+                torch.nn.functional.mse_loss, optimizer=config["optimizer"], lr=config["lr"],
+                steps=config["steps"], remedies=Remedies.from_config(config),
+                log_every=config["log_every"], layers={},
+                final=tuple(model.readout.parameters()), evaluate=lag_ratio)
+    table = pd.DataFrame(log.steps).reindex(columns=["step", "loss", "grad_norm", "lr",
+                                                     "lag_ratio"])
+    table = table.astype({c: "float64" for c in table.columns[1:]})
+    return table.assign(diverged_step=-1 if log.diverged_step is None else log.diverged_step,
+                        stopped_step=-1 if log.stopped_step is None else log.stopped_step,
+                        cause=log.cause)
+
+
+def lag_ratio(model: Sequence, batch: tuple[torch.Tensor, torch.Tensor]) -> dict:
+    """``||dL/dh_1|| / ||dL/dh_T||`` on ``batch``: how much gradient reaches step 1."""
+    out, states = model(batch[0], keep_states=True)
+    loss = torch.nn.functional.mse_loss(out, batch[1])
+    first, last = torch.autograd.grad(loss, [states[1], states[-1]])
+    last_norm = last.norm().item()
+    return {"lag_ratio": first.norm().item() / last_norm if last_norm > 0 else math.nan}
 
 
 # --------------------------------------------------------------------------- analysis

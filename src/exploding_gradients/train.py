@@ -1,21 +1,26 @@
-"""One training loop that records divergence instead of crashing.
+"""One training loop, for every experiment, that records divergence instead of crashing.
 
 A run whose loss or gradient turns NaN/Inf stops at that step and says so
-(``diverged_step``, ``cause``): a diverged run is a result, not an error.
+(``diverged_step``, ``cause``): a diverged run is a result, not an error.  The remedies
+of :mod:`.remedies` (clipping, penalties, weight decay, schedules, early stopping) are
+applied here, in the order a reader would write them in their own loop.
 """
 
 from __future__ import annotations
 
+import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from .data import Dataset
 from .monitor import GradientMonitor
+from .remedies import Remedies
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
+NO_REMEDIES = Remedies()
 
 
 def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
@@ -32,11 +37,18 @@ def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
 
 @dataclass
 class TrainLog:
-    """What a run measured: per-step scalars, per-layer samples, and how it ended."""
+    """What a run measured: per-step scalars, per-layer samples, and how it ended.
+
+    ``cause`` is ``nan_loss``/``inf_loss``/``nan_grad``/``inf_grad`` for a diverged run;
+    ``stopped_step`` is set when early stopping ended the run (``cause`` then says why, as
+    ``stopped_spike`` or ``stopped_nan_loss`` etc.) and the last row measures the restored
+    best weights.
+    """
 
     steps: list[dict] = field(default_factory=list)
     layers: list[dict] = field(default_factory=list)
     diverged_step: int | None = None
+    stopped_step: int | None = None
     cause: str = ""
 
 
@@ -45,65 +57,120 @@ def divergence_cause(value: float, what: str) -> str:
     return f"{'nan' if math.isnan(value) else 'inf'}_{what}"
 
 
-def train(model: nn.Module, data: Dataset, *, optimizer: str, lr: float, steps: int,
-          batch_size: int, generator: torch.Generator, log_every: int = 10,
-          layers: dict[str, nn.Module] | None = None) -> TrainLog:
-    """Train ``model`` with minibatch ``optimizer`` for ``steps`` steps.
+Batch = tuple[torch.Tensor, torch.Tensor]
 
-    Every step logs loss, total gradient norm and update-to-weight ratio; every
-    ``log_every`` steps (and the first and last) also the per-layer statistics of the
-    :class:`GradientMonitor` and the test loss/accuracy.
+
+def train(model: nn.Module, next_batch: Callable[[], Batch],
+          loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *, optimizer: str,
+          lr: float, steps: int, remedies: Remedies = NO_REMEDIES, log_every: int = 10,
+          layers: dict[str, nn.Module] | None = None, final: tuple[torch.Tensor, ...] = (),
+          evaluate: Callable[[nn.Module, Batch], dict] | None = None) -> TrainLog:
+    """Train ``model`` for ``steps`` steps on minibatches from ``next_batch()``.
+
+    Every step logs the loss (without the weight penalty), the total gradient norm
+    before clipping, and the learning rate; every ``log_every`` steps (and the first and
+    last) also the update-to-weight ratio, the per-layer statistics of a
+    :class:`GradientMonitor` on ``layers`` (none when ``layers == {}``) and whatever
+    ``evaluate(model, batch)`` returns (test metrics, say), computed after the backward
+    pass and before the update.  ``final`` holds the output layer's parameters, which
+    adaptive clipping leaves alone.
     """
     opt = make_optimizer(optimizer, model.parameters(), lr)
     params = [p for p in model.parameters() if p.requires_grad]
-    monitor = GradientMonitor(model, layers)
+    monitor = GradientMonitor(model, layers) if layers != {} else None
     log = TrainLog()
-    n = data.x_train.shape[0]
+    best: tuple[float, dict] | None = None  # (score, weights) for early stopping
+    first_loss = None
     try:
         for step in range(steps + 1):
             sampled = step % log_every == 0 or step == steps
-            monitor.enabled = sampled
+            if monitor:
+                monitor.enabled = sampled
             model.train()
-            idx = torch.randint(0, n, (batch_size,), generator=generator)
-            loss = data.loss(model(data.x_train[idx]), data.y_train[idx])
-            row = {"step": step, "loss": loss.item()}
-            if not math.isfinite(row["loss"]):
+            batch = next_batch()
+            loss = loss_fn(model(batch[0]), batch[1])
+            row = {"step": step, "loss": loss.item(), "grad_norm": math.nan}
+            first_loss = row["loss"] if first_loss is None else first_loss
+            stop = _stop_reason(remedies, row["loss"], first_loss, "loss")
+            if stop:
                 log.steps.append(row)
-                log.diverged_step, log.cause = step, divergence_cause(row["loss"], "loss")
+                _end(log, step, stop, best, model, evaluate, batch, loss_fn)
                 break
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params]).item()
-            row["grad_norm"] = grad_norm
+            (loss + remedies.penalty_term(params)).backward()
+            row["grad_norm"] = torch.nn.utils.get_total_norm([p.grad for p in params]).item()
             if sampled:
-                for stats in monitor.layer_stats():
-                    log.layers.append({"step": step, **stats})
-                monitor.enabled = False  # the test pass must not overwrite training stats
-                row.update(_evaluate(model, data))
-            if not math.isfinite(grad_norm):
+                if monitor:
+                    log.layers.extend({"step": step, **s} for s in monitor.layer_stats())
+                    monitor.enabled = False  # evaluation must not overwrite training stats
+                if evaluate:
+                    row.update(evaluate(model, batch))
+                if remedies.stop_factor:
+                    score = row.get("test_loss", row["loss"])
+                    if math.isfinite(score) and (best is None or score < best[0]):
+                        best = (score, copy.deepcopy(model.state_dict()))
+            stop = _stop_reason(remedies, row["grad_norm"], None, "grad")
+            if stop or step == steps:  # the last row measures the model; no update after it
                 log.steps.append(row)
-                log.diverged_step, log.cause = step, divergence_cause(grad_norm, "grad")
+                if stop:
+                    _end(log, step, stop, best, model, evaluate, batch, loss_fn)
                 break
-            if step == steps:  # the last row measures the trained model; no update after it
-                log.steps.append(row)
-                break
-            before = [p.detach().clone() for p in params]
+            step_lr = lr * remedies.lr_factor(step, steps)
+            for group in opt.param_groups:
+                group["lr"] = step_lr
+            row["lr"] = step_lr
+            remedies.clip_(params, list(final))
+            before = [p.detach().clone() for p in params] if sampled else None
+            remedies.decay_(params, step_lr)
             opt.step()
-            with torch.no_grad():
-                moved = torch._foreach_sub([p.detach() for p in params], before)
-                update = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(moved)))
-                weight = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(before)))
-            row["update_ratio"] = (update / weight).item()
+            if sampled:
+                row["update_ratio"] = _update_ratio(params, before)
             log.steps.append(row)
     finally:
-        monitor.remove()
+        if monitor:
+            monitor.remove()
     return log
 
 
+def _stop_reason(remedies: Remedies, value: float, first: float | None, what: str) -> str:
+    """Why the run ends here: a divergence cause, a spike (early stopping), or ''."""
+    if not math.isfinite(value):
+        return divergence_cause(value, what)
+    if remedies.stop_factor and first is not None and value > remedies.stop_factor * first:
+        return "spike"
+    return ""
+
+
+def _end(log: TrainLog, step: int, reason: str, best, model, evaluate, batch, loss_fn) -> None:
+    """Record how the run ended; with early stopping, restore and measure the best weights."""
+    if reason != "spike" and best is None:  # no early stopping: the run diverged
+        log.diverged_step, log.cause = step, reason
+        return
+    log.stopped_step, log.cause = step, f"stopped_{reason}"
+    if best is None:  # stopped before any weights worth keeping were measured
+        return
+    model.load_state_dict(best[1])
+    with torch.no_grad():
+        row = {"step": step, "loss": loss_fn(model(batch[0]), batch[1]).item(),
+               "grad_norm": math.nan}
+    if evaluate:
+        row.update(evaluate(model, batch))
+    log.steps.append(row)
+
+
 @torch.no_grad()
-def _evaluate(model: nn.Module, data: Dataset) -> dict:
-    model.eval()
-    out = model(data.x_test)
-    loss = data.loss(out, data.y_test).item()
-    model.train()
-    return {"test_loss": loss, "test_accuracy": data.accuracy(out, data.y_test)}
+def _update_ratio(params: list[torch.Tensor], before: list[torch.Tensor]) -> float:
+    moved = torch._foreach_sub([p.detach() for p in params], before)
+    update = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(moved)))
+    weight = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(before)))
+    return (update / weight).item()
+
+
+def minibatches(x: torch.Tensor, y: torch.Tensor, batch_size: int,
+                generator: torch.Generator) -> Callable[[], Batch]:
+    """Uniformly sampled minibatches (with replacement across steps) of ``(x, y)``."""
+    def next_batch() -> Batch:
+        idx = torch.randint(0, x.shape[0], (batch_size,), generator=generator)
+        return x[idx], y[idx]
+
+    return next_batch
