@@ -13,6 +13,9 @@ JOBS ?= 2
 
 NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 EXECUTED  := $(patsubst notebooks/%.ipynb,book/generated/%.ipynb,$(NOTEBOOKS))
+# One make rule per page naming the package modules it uses (exploding_gradients.deps):
+# a change elsewhere in the package does not re-execute it.
+DEPFILES  := $(EXECUTED:.ipynb=.d)
 PACKAGE   := $(shell find src -name '*.py')
 BOOK_SRC  := _config.yml _toc.yml $(wildcard book/*.md book/*.bib book/_ext/*.py)
 # The profile is part of every executed page's identity: switching it re-executes.
@@ -37,8 +40,20 @@ $(PROFILE_STAMP):
 	rm -f book/generated/.profile-*
 	touch $@
 
-book/generated/%.ipynb: notebooks/%.ipynb $(PACKAGE) $(STAMP) $(PROFILE_STAMP)
+book/generated/%.ipynb: notebooks/%.ipynb $(STAMP) $(PROFILE_STAMP)
 	$(PY) -m exploding_gradients.bookbuild $< $@ --profile $(PROFILE)
+
+# Any package change may add or drop an import, so every rule is regenerated; written to
+# a temporary file and renamed, so a failure leaves the previous rule or none.
+book/generated/%.d: notebooks/%.ipynb $(PACKAGE) $(STAMP)
+	@mkdir -p $(@D)
+	$(PY) -m exploding_gradients.deps $< > $@.tmp && mv $@.tmp $@ || { rm -f $@.tmp; exit 1; }
+
+# Read (and so first brought up to date) only by the makes that build pages: the `book`
+# recipe's sub-makes, which regenerate them in parallel; `make clean` does not need them.
+ifneq ($(filter book/generated/% _build/%,$(MAKECMDGOALS)),)
+-include $(DEPFILES)
+endif
 
 _build/html/index.html: $(EXECUTED) $(BOOK_SRC) $(STAMP)
 	@# A failed build must not leave an index.html that make would take as up to date.
@@ -60,7 +75,7 @@ linkcheck: $(STAMP)
 	$(VENV)/bin/jupyter-book build . --builder linkcheck
 
 benchmark: $(STAMP)
-	$(PY) benchmarks/build_time.py
+	$(PY) benchmarks/build_time.py --profile $(PROFILE)
 
 clean:
 	rm -rf _build book/generated .cache

@@ -1,4 +1,4 @@
-"""Results cached on disk by a hash of (experiment, resolved config, seed, code version).
+"""Results cached on disk by a hash of (experiment, resolved config, seed, its code version).
 
 Each entry is one JSON file holding the table and a SHA-256 checksum of it.  Writes go
 to a temporary file in the same folder and are renamed into place, so a reader sees a
@@ -33,11 +33,30 @@ def cache_dir() -> Path:
 
 @functools.cache
 def code_version() -> str:
-    """Package version plus a hash of every source file: any code change invalidates."""
+    """Package version plus a hash of every source file: the version of the whole package."""
     digest = hashlib.sha256(__version__.encode())
     for path in sorted(Path(__file__).parent.rglob("*.py")):
         digest.update(path.name.encode() + path.read_bytes())
     return f"{__version__}+{digest.hexdigest()[:12]}"
+
+
+@functools.cache
+def experiment_code_version(experiment: str) -> str:
+    """Version of the code ``experiment`` runs: its module and that module's imports.
+
+    See :mod:`.deps`: editing a module outside the closure keeps the cached results.  An
+    experiment whose function is not defined in the package (a test's stub) gets
+    :func:`code_version`.  Computed once per process, on the experiment's first run.
+    """
+    # Imported here: the package imports this module before registering any experiment,
+    # and `python -m exploding_gradients.deps` must not find deps already imported.
+    from . import REGISTRY, deps
+
+    exp = REGISTRY.get(experiment)
+    module = getattr(exp.func, "__module__", None) if exp else None
+    if module is None or deps.module_file(module) is None:
+        return code_version()
+    return deps.code_version(module)
 
 
 def entry_key(experiment: str, config: dict, seed: int) -> str:
@@ -47,8 +66,8 @@ def entry_key(experiment: str, config: dict, seed: int) -> str:
     with a different number of threads, which changes the last bits of the results.
     """
     blob = json.dumps({"experiment": experiment, "config": config, "seed": seed,
-                       "code": code_version(), "threads": torch.get_num_threads()},
-                      sort_keys=True)
+                       "code": experiment_code_version(experiment),
+                       "threads": torch.get_num_threads()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

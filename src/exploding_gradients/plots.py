@@ -85,7 +85,7 @@ def stamp(fig: plt.Figure, params: dict) -> None:
 
     A figure copied out of the book still says which code and which parameters made it.
     """
-    from .cache import code_version  # the same version string that keys the cache
+    from .cache import code_version  # the whole package; cache keys hash only what runs
 
     text = f"exploding_gradients {code_version()} · " + ", ".join(
         f"{k}={v}" for k, v in params.items())
