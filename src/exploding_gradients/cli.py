@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from .backends import check_backend
 from .config import ConfigError, parse_assignments
 from .experiments import REGISTRY, check_seeds, get, run
 
@@ -34,6 +35,16 @@ def main(argv: list[str] | None = None) -> int:
     run_p.add_argument("--seeds", default="1", help="number of seeds, 0 .. N-1 (default 1)")
     run_p.add_argument("--out", required=True, type=Path, help="output folder")
     run_p.add_argument("--no-cache", action="store_true", help="recompute, ignore the cache")
+    run_p.add_argument("--backend", default="serial", metavar="{serial,local,dask}",
+                       help="where the seeds run: this process (default), local worker "
+                       "processes or a dask cluster (one torch thread per worker: the "
+                       "results of a serial run with OMP_NUM_THREADS=1)")
+    run_p.add_argument("--scheduler", metavar="ADDRESS",
+                       help="dask scheduler address, e.g. tcp://host:8786 (default: start "
+                       "a local dask cluster)")
+    run_p.add_argument("--workers", metavar="N",
+                       help="worker processes of 'local' or of the local dask cluster "
+                       "(default: one per CPU core)")
     args = parser.parse_args(argv)
 
     if args.command == "list":
@@ -43,9 +54,11 @@ def main(argv: list[str] | None = None) -> int:
         seeds = _seeds(args.seeds)
         exp = get(args.name)
         config = exp.resolve(parse_assignments(args.set))  # fail before any compute
+        where = check_backend(args.backend, args.scheduler, args.workers)
         if args.out.exists() and not args.out.is_dir():
             raise ConfigError(f"--out {str(args.out)!r} exists and is not a folder")
-        table = run(args.name, config, seeds=seeds, use_cache=not args.no_cache)
+        table = run(args.name, config, seeds=seeds, use_cache=not args.no_cache,
+                    backend=where.name, scheduler=where.scheduler, workers=where.workers)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

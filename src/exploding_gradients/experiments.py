@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from . import cache
+from . import backends, cache
 from .activations import ACTIVATIONS
+from .backends import set_backend, use_backend  # noqa: F401  (public here too)
 from .config import ConfigError, Param, resolve, short_repr
 from .data import TASKS, Dataset, gaussian_inputs, make_task
 from .init import LSUV_BATCH, SCHEMES, lsuv_
@@ -33,6 +34,9 @@ class Experiment:
     func: Callable[[dict, int], pd.DataFrame]
     params: tuple[Param, ...]
     description: str
+    #: Optional ``(config, seeds) -> [table of each seed]`` computing several seeds at
+    #: once, with the same tables as ``func`` up to floating-point rounding.
+    batched: Callable[[dict, list[int]], list[pd.DataFrame]] | None = None
 
     def resolve(self, overrides: dict | None = None) -> dict:
         """Defaults updated with ``overrides``, each value and their combination checked."""
@@ -75,12 +79,15 @@ CONSTRAINTS: dict[str, tuple[Callable[[dict], None], ...]] = {
 }
 
 
-def experiment(name: str, params: tuple[Param, ...]):
-    """Register ``func`` under ``name``; its docstring's first line describes it."""
+def experiment(name: str, params: tuple[Param, ...], batched=None):
+    """Register ``func`` under ``name``; its docstring's first line describes it.
+
+    ``batched``: the optional :attr:`Experiment.batched` of several seeds at once.
+    """
 
     def register(func):
         doc = (func.__doc__ or "").strip().splitlines()
-        REGISTRY[name] = Experiment(name, func, params, doc[0] if doc else "")
+        REGISTRY[name] = Experiment(name, func, params, doc[0] if doc else "", batched)
         return func
 
     return register
@@ -94,28 +101,47 @@ def get(name: str) -> Experiment:
 
 
 def run(name: str, config: dict | None = None, seeds: int = 1, use_cache: bool = True,
-        **overrides) -> pd.DataFrame:
+        backend: str | None = None, scheduler: str | None = None, workers: int | None = None,
+        progress: bool | None = None, **overrides) -> pd.DataFrame:
     """Run experiment ``name`` for seeds ``0 .. seeds-1`` and return one tidy table.
 
     ``config`` and keyword ``overrides`` are merged (keywords win) and validated before
     anything is computed, and a configuration that would not fit in memory is refused
     (:func:`.resources.check_memory`).  Each seed's table is cached separately, so
     extending a sweep with more seeds reuses the ones already computed.
+
+    The seeds run on ``backend`` (``serial``, ``local`` or ``dask``, with ``scheduler``
+    and ``workers``; default: :func:`set_backend`'s), see :mod:`.backends`; the table is
+    the same whichever ran it.  ``progress``: a bar over the seeds (default: only when
+    stderr is a terminal).
     """
     exp = get(name)
     resolved = _checked(exp, config, overrides)
     check_seeds(seeds)
-    tables = []
-    for seed in range(seeds):
-        key = cache.entry_key(name, resolved, seed)
-        table = cache.load(key) if use_cache else None
-        if table is None:
-            table = exp.func(resolved, seed)
-            if use_cache:
-                cache.store(key, table, {"experiment": name, "config": resolved, "seed": seed,
-                                         "code": cache.code_version()})
-        tables.append(table.assign(seed=seed))
-    out = pd.concat(tables, ignore_index=True)
+    where = backends.check_backend(backend, scheduler, workers)
+    jobs = [(name, resolved, seed, use_cache) for seed in range(seeds)]
+    return _with_seeds(backends.run_jobs(_job, jobs, where, progress))
+
+
+def _job(name: str, config: dict, seed: int, use_cache: bool) -> pd.DataFrame:
+    """One seed of a resolved configuration, from the cache or computed and cached.
+
+    The unit of work of every backend: on ``local`` and ``dask`` it runs in a worker
+    process, so it takes only picklable arguments and looks the experiment up by name.
+    """
+    key = cache.entry_key(name, config, seed)
+    table = cache.load(key) if use_cache else None
+    if table is None:
+        table = get(name).func(config, seed)
+        if use_cache:
+            cache.store(key, table, {"experiment": name, "config": config, "seed": seed,
+                                     "code": cache.experiment_code_version(name)})
+    return table
+
+
+def _with_seeds(tables: list[pd.DataFrame]) -> pd.DataFrame:
+    """The tables of seeds 0, 1, ... as one, with a leading ``seed`` column."""
+    out = pd.concat([t.assign(seed=seed) for seed, t in enumerate(tables)], ignore_index=True)
     return out[["seed", *[c for c in out.columns if c != "seed"]]]
 
 
@@ -137,21 +163,25 @@ def check_seeds(seeds) -> None:
 
 
 def sweep(name: str, grid: list[dict], seeds: int = 1, use_cache: bool = True,
-          **common) -> pd.DataFrame:
+          backend: str | None = None, scheduler: str | None = None, workers: int | None = None,
+          progress: bool | None = None, **common) -> pd.DataFrame:
     """:func:`run` for each point of ``grid`` (dicts of overrides on top of ``common``).
 
     Every point is validated before the first one runs.  The grid's keys become columns
-    of the returned table, so each row says which configuration produced it.
+    of the returned table, so each row says which configuration produced it.  All
+    (point, seed) jobs go to ``backend`` at once, so a parallel backend runs the whole
+    grid in parallel.
     """
     exp = get(name)
     check_seeds(seeds)
     if not isinstance(grid, (list, tuple)) or not all(isinstance(p, dict) for p in grid):
         raise ConfigError(f"sweep {name!r}: the grid must be a list of dicts of parameters")
-    for point in grid:
-        _checked(exp, common, point)
-    tables = [run(name, {**common, **point}, seeds=seeds, use_cache=use_cache).assign(**point)
-              for point in grid]
-    return pd.concat(tables, ignore_index=True)
+    configs = [_checked(exp, common, point) for point in grid]
+    where = backends.check_backend(backend, scheduler, workers)
+    jobs = [(name, config, seed, use_cache) for config in configs for seed in range(seeds)]
+    tables = backends.run_jobs(_job, jobs, where, progress)
+    return pd.concat([_with_seeds(tables[i * seeds:(i + 1) * seeds]).assign(**point)
+                      for i, point in enumerate(grid)], ignore_index=True)
 
 
 # --------------------------------------------------------------------------- parameters
@@ -239,6 +269,13 @@ def signal_propagation(config: dict, seed: int) -> pd.DataFrame:
     return pd.DataFrame(rows).drop(columns="name").join(pd.DataFrame(act_stats))
 
 
+def _training_batched(config: dict, seeds: list[int]) -> list[pd.DataFrame]:
+    """Several seeds of ``training`` as one ensemble (see :mod:`.ensemble`)."""
+    from .ensemble import batched_training  # imports this module
+
+    return batched_training(config, seeds)
+
+
 @experiment("training", MODEL_PARAMS + DATA_PARAMS + (
     Param("optimizer", "str", "sgd", "optimizer (momentum = SGD with momentum 0.9)",
           choices=OPTIMIZERS),
@@ -246,7 +283,11 @@ def signal_propagation(config: dict, seed: int) -> pd.DataFrame:
     Param("steps", "int", 200, "optimizer steps", low=1, high=10**7),
     Param("batch_size", "int", 64, "minibatch size", low=1, high=65536),
     Param("log_every", "int", 10, "steps between per-layer samples", low=1, high=10**7),
-) + REMEDY_PARAMS)
+    Param("engine", "str", "loop",
+          "how several seeds are computed: one after another (loop) or as one batched "
+          "ensemble (batched: same results up to float rounding; configurations it does not "
+          "support run the loop)", choices=("loop", "batched")),
+) + REMEDY_PARAMS, batched=_training_batched)
 def training(config: dict, seed: int) -> pd.DataFrame:
     """Train an MLP on a synthetic task; per-step loss, gradient norm and divergence.
 
