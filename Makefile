@@ -40,8 +40,13 @@ $(PROFILE_STAMP):
 	rm -f book/generated/.profile-*
 	touch $@
 
+# BACKEND=local|dask (and SCHEDULER=tcp://host:port) run each chapter's experiments there.
 book/generated/%.ipynb: notebooks/%.ipynb $(STAMP) $(PROFILE_STAMP)
-	$(PY) -m exploding_gradients.bookbuild $< $@ --profile $(PROFILE)
+	$(PY) -m exploding_gradients.bookbuild $< $@ --profile $(PROFILE) \
+		$(if $(BACKEND),--backend $(BACKEND)) $(if $(SCHEDULER),--scheduler $(SCHEDULER))
+
+# The scaling page times the machine: it runs after every other page, alone.
+book/generated/scaling.ipynb: | $(filter-out book/generated/scaling.ipynb,$(EXECUTED))
 
 # Any package change may add or drop an import, so every rule is regenerated; written to
 # a temporary file and renamed, so a failure leaves the previous rule or none.
@@ -75,7 +80,7 @@ linkcheck: $(STAMP)
 	$(VENV)/bin/jupyter-book build . --builder linkcheck
 
 benchmark: $(STAMP)
-	$(PY) benchmarks/build_time.py --profile $(PROFILE)
+	$(PY) benchmarks/run.py --profile $(PROFILE)
 
 clean:
 	rm -rf _build book/generated .cache

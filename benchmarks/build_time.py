@@ -29,10 +29,8 @@ def timed(cmd: list[str], cwd: Path, env: dict) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="default", choices=("quick", "default", "full"))
-    profile = parser.parse_args().profile
+def measure_builds(profile: str = "default") -> dict:
+    """Seconds of the cold, warm and incremental builds, and the pages re-executed."""
     make = ["make", "book", f"PROFILE={profile}"]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -55,6 +53,16 @@ def main() -> None:
         (work / EDITED).touch()
         incremental = timed(make, work, env)
         rerun = [page.stem for page in pages if page.stat().st_mtime_ns != before[page]]
+    return {"profile": profile, "cold_s": cold, "warm_s": warm, "incremental_s": incremental,
+            "incremental_pages": rerun}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="default", choices=("quick", "default", "full"))
+    result = measure_builds(parser.parse_args().profile)
+    profile, cold, warm = result["profile"], result["cold_s"], result["warm_s"]
+    incremental, rerun = result["incremental_s"], result["incremental_pages"]
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}")
     rows = [(f"cold build ({profile} profile, empty cache)", f"{cold:7.1f} s"),
             ("warm build (nothing changed)", f"{warm:7.1f} s"),

@@ -54,8 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("source", type=Path)
     parser.add_argument("target", type=Path)
     parser.add_argument("--profile", default="default", choices=("quick", "default", "full"))
+    parser.add_argument("--backend", help="where the experiments run: serial, local or dask")
+    parser.add_argument("--scheduler", help="dask scheduler address, e.g. tcp://host:8786")
     args = parser.parse_args(argv)
-    execute(args.source, args.target, args.profile)
+    where = {k: v for k, v in [("backend", args.backend), ("scheduler", args.scheduler)] if v}
+    execute(args.source, args.target, args.profile, where)
     return 0
 
 

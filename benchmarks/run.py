@@ -1,0 +1,88 @@
+"""Every benchmark of the project in one run on this machine, printed as ratios.
+
+``make benchmark`` (or ``python benchmarks/run.py --profile quick`` for a fast check):
+
+* batched vs looped seeds: a 20-layer width-64 MLP, 16 seeds (``ensemble.benchmark``);
+* parallel vs serial sweep: 8 training runs on one worker process per core vs one
+  process (``backend="local"`` vs ``"serial"``), worker start-up not counted;
+* monitoring on vs off: a training step with and without the loop's monitoring
+  (``timing.benchmark_monitoring``);
+* warm and incremental vs cold book build (``build_time.measure_builds``).
+
+The record is written to ``benchmarks/latest.json`` (not versioned: it describes this
+machine), which the book's "Scaling up" page shows when it exists.  Timings, not tests:
+nothing here passes or fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from build_time import measure_builds  # noqa: E402
+
+import exploding_gradients as eg  # noqa: E402
+from exploding_gradients import ensemble, timing  # noqa: E402
+
+RECORD = Path(__file__).resolve().parent / "latest.json"
+
+
+def sweep_ratio(jobs: int = 8, steps: int = 200) -> dict:
+    grid = [{"lr": 0.001 * (i + 1)} for i in range(jobs)]
+    common = dict(depth=8, width=64, steps=steps, use_cache=False)
+    workers = os.cpu_count() or 1
+    eg.sweep("training", grid[:workers], backend="local", workers=workers, **common)  # start
+    serial = timing.seconds(lambda: eg.sweep("training", grid, backend="serial", **common),
+                            repeat=1, warmup=0)
+    local = timing.seconds(lambda: eg.sweep("training", grid, backend="local",
+                                            workers=workers, **common), repeat=1, warmup=0)
+    return {"jobs": jobs, "workers": workers, "serial_s": serial, "local_s": local,
+            "ratio": serial / local}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="default", choices=("quick", "default", "full"))
+    profile = parser.parse_args().profile
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    quick = profile == "quick"
+    record = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                 text=True).stdout.strip(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
+                   f"{platform.python_version()}, torch {torch.__version__}",
+        "batched_seeds": ensemble.benchmark(steps=20 if quick else 100,
+                                            seeds=4 if quick else 16),
+        "parallel_sweep": sweep_ratio(jobs=2 if quick else 8, steps=20 if quick else 200),
+        "monitoring": timing.benchmark_monitoring(depth=20, width=64,
+                                                  steps=20 if quick else 200),
+        "book": measure_builds(profile),
+    }
+    book = record["book"]
+    rows = [
+        ("batched / looped seeds, speed-up per seed-step", record["batched_seeds"]["ratio"]),
+        ("local (all cores) / serial sweep, speed-up", record["parallel_sweep"]["ratio"]),
+        ("monitoring on / off, time per step", record["monitoring"]["ratio"]),
+        ("warm / cold book build", book["warm_s"] / book["cold_s"]),
+        ("incremental / cold book build", book["incremental_s"] / book["cold_s"]),
+    ]
+    print(f"machine: {record['machine']}  commit {record['commit']}  profile {profile}")
+    for label, value in rows:
+        print(f"{label + ':':<52}{value:8.3f}")
+    print(f"{'cold book build (seconds):':<52}{book['cold_s']:8.1f}")
+    RECORD.write_text(json.dumps(record, indent=1, default=float))
+    print(f"record written to {RECORD}")
+
+
+if __name__ == "__main__":
+    main()
