@@ -119,6 +119,10 @@ def run(name: str, config: dict | None = None, seeds: int = 1, use_cache: bool =
     resolved = _checked(exp, config, overrides)
     check_seeds(seeds)
     where = backends.check_backend(backend, scheduler, workers)
+    if exp.batched is not None and resolved.get("engine") == "batched":
+        # One job: the seeds not in the cache are trained together as one ensemble.
+        jobs = [(name, resolved, seeds, use_cache)]
+        return _with_seeds(backends.run_jobs(_batched_job, jobs, where, progress)[0])
     jobs = [(name, resolved, seed, use_cache) for seed in range(seeds)]
     return _with_seeds(backends.run_jobs(_job, jobs, where, progress))
 
@@ -137,6 +141,25 @@ def _job(name: str, config: dict, seed: int, use_cache: bool) -> pd.DataFrame:
             cache.store(key, table, {"experiment": name, "config": config, "seed": seed,
                                      "code": cache.experiment_code_version(name)})
     return table
+
+
+def _batched_job(name: str, config: dict, seeds: int, use_cache: bool) -> list[pd.DataFrame]:
+    """Seeds ``0 .. seeds-1`` with the experiment's batched engine; cached per seed.
+
+    A member's table does not depend on which other seeds share its ensemble (see
+    :mod:`.ensemble`), so computing only the missing seeds gives the same results.
+    """
+    keys = [cache.entry_key(name, config, seed) for seed in range(seeds)]
+    tables = [cache.load(key) if use_cache else None for key in keys]
+    missing = [seed for seed, table in enumerate(tables) if table is None]
+    if missing:
+        for seed, table in zip(missing, get(name).batched(config, missing), strict=True):
+            tables[seed] = table
+            if use_cache:
+                cache.store(keys[seed], table, {"experiment": name, "config": config,
+                                                "seed": seed,
+                                                "code": cache.experiment_code_version(name)})
+    return tables
 
 
 def _with_seeds(tables: list[pd.DataFrame]) -> pd.DataFrame:

@@ -1,0 +1,538 @@
+"""Many seeds of the ``training`` experiment as one batched computation.
+
+:func:`train_ensemble` trains the seeds' networks side by side: the weights of layer
+``l`` of every member are stacked into one ``(E, out, in)`` tensor and each layer is a
+single batched matrix product (``torch.baddbmm``), so the Python, autograd and optimizer
+overhead that dominates a small network is paid once per step instead of once per seed.
+It returns, for each seed, the table ``experiments.training(config, seed)`` returns: the
+same rows and columns, values equal up to floating-point rounding.
+
+Why the results are the loop's:
+
+* each member is built exactly as the loop builds it (``build_mlp`` with its seed's
+  generator, LSUV on its own copy), then copied into the stacks;
+* each member draws its minibatch indices from that same generator, in the same order;
+* the loss is the *sum* of the members' mean losses, so the gradient of each member's
+  slice is the gradient of its own loss, and every optimizer of :mod:`.train` (SGD,
+  momentum, Adam, RMSprop) and every elementwise remedy acts on each slice alone;
+  norm clipping, adaptive clipping, the logged norms and update ratios are computed
+  per member;
+* a member whose loss or gradient turns NaN/Inf gets the rows the loop would have
+  written and is then *removed* from the stacks (parameters, gradients and optimizer
+  state are re-sliced), so it is never updated again and cannot touch the others.
+
+Every per-member reduction runs along contiguous rows and the test set is evaluated
+in chunks of a fixed size, so a member's arithmetic does not depend on how many others
+share its ensemble: its table is bit-identical whether it is trained alone or with any
+other members, before or after some of them diverged (tested, both engines).  The
+batched results are therefore reproducible per seed; they differ from the loop's only
+in the last bits (``baddbmm`` is not ``addmm``).
+
+:func:`train_members` also batches members whose configurations differ only in their
+initialization (``init``, ``sigma_w``, ``sigma_b``), as in a sweep over ``sigma_w``.
+
+Batch normalization (couples the samples of a minibatch, and its running statistics)
+and early stopping (restores weights per member) are not supported: :func:`supports`
+says so, and :func:`batched_training` then falls back to the per-seed loop.
+
+Two engines compute the stacked forward pass: ``bmm`` (explicit ``baddbmm``, the
+default) and ``vmap`` (``torch.func.functional_call`` of the model under
+``torch.func.vmap``); :func:`benchmark` times them against the loop.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import resources
+from .experiments import _generator, make_data, training
+from .init import LSUV_BATCH, lsuv_
+from .models import MLP, build_mlp
+from .remedies import Remedies
+from .train import TrainLog, divergence_cause, make_optimizer
+
+ENGINES = ("bmm", "vmap")
+#: Members trained in one batch; more seeds are split into chunks of this many.
+MAX_MEMBERS = 64
+#: Test samples evaluated at once (a fixed number, so a member's results do not depend on
+#: the size of its ensemble).
+TEST_CHUNK = 256
+
+Forward = Callable[["_Ensemble", torch.Tensor, bool], tuple[torch.Tensor, list[torch.Tensor]]]
+
+
+def unsupported_reason(config: dict) -> str:
+    """Why ``config`` cannot be trained batched ('' when it can)."""
+    if config.get("normalization") == "batch":
+        return "batch normalization couples the samples of a minibatch"
+    if config.get("stop_factor", 0.0):
+        return "early stopping restores each member's best weights"
+    return ""
+
+
+def supports(config: dict) -> bool:
+    """Whether :func:`train_ensemble` can train ``config`` (else use the per-seed loop)."""
+    return not unsupported_reason(config)
+
+
+def batched_training(config: dict, seeds: list[int]) -> list[pd.DataFrame]:
+    """``[training(config, s) for s in seeds]``, batched when :func:`supports` allows.
+
+    The hook of the ``training`` experiment (``Experiment.batched``).
+    """
+    if not supports(config):
+        return [training(config, seed) for seed in seeds]
+    return train_ensemble(config, seeds)
+
+
+def train_ensemble(config: dict, seeds: list[int], engine: str = "bmm",
+                   max_members: int = MAX_MEMBERS) -> list[pd.DataFrame]:
+    """The ``training`` table of each seed of ``seeds``, trained as one ensemble.
+
+    ``config`` is a resolved ``training`` configuration that :func:`supports`;
+    ``engine`` is ``bmm`` or ``vmap`` (same results up to rounding).  Seeds are trained in
+    chunks of at most ``max_members`` (fewer if memory is short, see
+    :func:`members_per_batch`).
+    """
+    return train_members([(config, seed) for seed in seeds], engine, max_members)
+
+
+def train_members(members: list[tuple[dict, int]], engine: str = "bmm",
+                  max_members: int = MAX_MEMBERS) -> list[pd.DataFrame]:
+    """``[training(config, seed) for config, seed in members]``, batched.
+
+    Members whose configurations differ only in their initialization (:data:`INIT_KEYS`:
+    a sweep over ``sigma_w``, say) are trained together; :func:`batch_key` says which.
+    Every configuration must be one :func:`supports`.
+    """
+    for config, _ in members:
+        reason = unsupported_reason(config)
+        if reason:
+            raise ValueError(f"train_ensemble does not support this config: {reason}")
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; allowed: {', '.join(ENGINES)}")
+    forward = _forward_bmm if engine == "bmm" else _forward_vmap
+    _keep_freed_memory()
+    groups: dict[tuple, list[int]] = {}
+    for i, (config, _) in enumerate(members):
+        groups.setdefault(batch_key(config), []).append(i)
+    tables: list[pd.DataFrame | None] = [None] * len(members)
+    for indices in groups.values():
+        config = members[indices[0]][0]
+        data = make_data(config)
+        size = members_per_batch(config, max_members)
+        for start in range(0, len(indices), size):
+            chunk = indices[start:start + size]
+            logs = _train([members[i] for i in chunk], data, forward)
+            for i, log in zip(chunk, logs, strict=True):
+                tables[i] = _table(log)
+    return tables
+
+
+#: Parameters that only change how the members are initialized: members that differ
+#: in these alone can share one ensemble.
+INIT_KEYS = ("init", "sigma_w", "sigma_b")
+
+
+def batch_key(config: dict) -> tuple:
+    """Configurations with equal keys can be trained in one ensemble."""
+    return tuple(sorted((k, v) for k, v in config.items() if k not in INIT_KEYS + ("engine",)))
+
+
+_WARMED = False
+
+
+def _keep_freed_memory() -> None:
+    """Let glibc's ``malloc`` keep freed memory for reuse instead of returning it.
+
+    glibc returns freed memory at the top of its heap to the system once more than twice
+    its *mmap threshold* is free there; that threshold starts at 128 KiB and rises to the
+    size of the largest block it has freed (up to 32 MiB, "dynamic mmap threshold",
+    ``mallopt(3)``).  One ensemble step allocates and frees ~10 MB of activations, so
+    with a low threshold every step faults those pages in again (thousands of page
+    faults per step, a third of the step time on a busy machine).  Allocating and
+    freeing one 16 MiB block, once per process, raises the threshold as any program that
+    once freed a large tensor would: the process keeps at most 32 MiB of freed memory.
+    No effect with other allocators.
+    """
+    global _WARMED
+    if not _WARMED:
+        block = torch.empty(16 * 2**20 // 4)
+        del block
+        _WARMED = True
+
+
+def members_per_batch(config: dict, max_members: int = MAX_MEMBERS) -> int:
+    """How many members to train at once: ``max_members``, fewer if memory is short.
+
+    Each member needs the per-seed memory of :func:`.resources.estimate_bytes` except
+    the parts they share (torch's runtime, the data); half of the available memory is
+    used.  A member's results do not depend on this number.
+    """
+    terms = resources.estimate_terms("training", config)
+    per_member = sum(v for k, v in terms.items() if k not in ("runtime", "data"))
+    have, _ = resources.available_bytes()
+    if have is None or per_member <= 0:
+        return max_members
+    return max(1, min(max_members, int(have / 2 / (resources.SAFETY * per_member))))
+
+
+# --------------------------------------------------------------------------- the stacks
+
+class _Ensemble:
+    """Stacked parameters ``(E, ...)`` of the live members, and their optimizer."""
+
+    def __init__(self, models: list[MLP], optimizer: str, lr: float):
+        template = models[0]
+        self.template = template
+        self.names = [name for name, _ in template.named_parameters()]
+        self.params = [torch.stack([dict(m.named_parameters())[n].detach() for m in models])
+                       .requires_grad_() for n in self.names]
+        self.index = {name: i for i, name in enumerate(self.names)}
+        self.optimizer_name, self.lr = optimizer, lr
+        self.opt = make_optimizer(optimizer, self.params, lr)
+        self.members = list(range(len(models)))  # member of each slot
+        blocks = template.blocks
+        self.residual = [b.residual for b in blocks]
+        self.residual_scale = [b.residual_scale for b in blocks]
+        self.acts = [b.act for b in blocks]
+        self.layer_norm_eps = [b.norm.eps if isinstance(b.norm, nn.LayerNorm) else None
+                               for b in blocks]
+        self.hidden = [self.index[f"blocks.{i}.linear.weight"] for i in range(len(blocks))]
+        self.final = {self.index["readout.weight"], self.index["readout.bias"]}
+        self._preacts: list[torch.Tensor] = []
+        self._hooks = [b.linear.register_forward_hook(self._record) for b in blocks]
+
+    def _record(self, module, inputs, output):
+        self._preacts.append(output)
+
+    def param(self, name: str) -> torch.Tensor:
+        return self.params[self.index[name]]
+
+    def keep(self, slots: list[int]) -> None:
+        """Keep only ``slots`` (in order): parameters, gradients and optimizer state."""
+        idx = torch.tensor(slots, dtype=torch.long)
+        size = len(self.members)
+        params = []
+        for p in self.params:
+            q = p.detach().index_select(0, idx).requires_grad_()
+            if p.grad is not None:
+                q.grad = p.grad.index_select(0, idx)
+            params.append(q)
+        opt = make_optimizer(self.optimizer_name, params, self.lr)
+        for group, old in zip(opt.param_groups, self.opt.param_groups, strict=True):
+            group["lr"] = old["lr"]
+        for p, q in zip(self.params, params, strict=True):
+            state = self.opt.state.get(p)
+            if state:
+                opt.state[q] = {k: _slice(v, idx, size) for k, v in state.items()}
+        self.params, self.opt = params, opt
+        self.members = [self.members[s] for s in slots]
+
+
+def _slice(value, idx: torch.Tensor, size: int):
+    if isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] == size:
+        return value.index_select(0, idx)
+    return value.clone() if isinstance(value, torch.Tensor) else value
+
+
+def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``x @ W^T + b`` per member: x ``(E, B, in)`` or shared ``(B, in)``."""
+    if x.ndim == 2:
+        x = x.expand(weight.shape[0], *x.shape)
+    return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+
+
+def _forward_bmm(ens: _Ensemble, x: torch.Tensor, retain: bool):
+    """Outputs ``(E, B, d_out)`` and the hidden pre-activations, with ``baddbmm``."""
+    preacts = []
+    for i, act in enumerate(ens.acts):
+        z = _linear(x, ens.param(f"blocks.{i}.linear.weight"),
+                    ens.param(f"blocks.{i}.linear.bias"))
+        if retain:
+            z.retain_grad()
+        preacts.append(z)
+        h = z
+        eps = ens.layer_norm_eps[i]
+        if eps is not None:
+            h = F.layer_norm(h, h.shape[-1:], eps=eps)
+            h = torch.addcmul(ens.param(f"blocks.{i}.norm.bias").unsqueeze(1), h,
+                              ens.param(f"blocks.{i}.norm.weight").unsqueeze(1))
+        h = act(h)
+        x = x + ens.residual_scale[i] * h if ens.residual[i] else h
+    return _linear(x, ens.param("readout.weight"), ens.param("readout.bias")), preacts
+
+
+def _forward_vmap(ens: _Ensemble, x: torch.Tensor, retain: bool):
+    """The same with ``torch.func.vmap`` over ``functional_call`` of the model."""
+    names = ens.names
+
+    def one(params, xe):
+        ens._preacts.clear()
+        out = torch.func.functional_call(ens.template, dict(zip(names, params, strict=True)), (xe,))
+        return out, tuple(ens._preacts)
+
+    out, preacts = torch.func.vmap(one, in_dims=(0, 0 if x.ndim == 3 else None))(
+        tuple(ens.params), x)
+    if retain:
+        for z in preacts:
+            z.retain_grad()
+    return out, list(preacts)
+
+
+# --------------------------------------------------------------------------- training
+
+def _member_losses(data, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Each member's mean loss ``(E,)``: ``data.loss`` of its own outputs."""
+    if data.task == "classification":
+        e, b, c = out.shape
+        y = y.expand(e, b) if y.ndim == 1 else y
+        return F.cross_entropy(out.reshape(e * b, c), y.reshape(e * b),
+                               reduction="none").view(e, b).mean(dim=1)
+    return 0.5 * (out - y).pow(2).mean(dim=(1, 2))
+
+
+def _per_member_norms(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """``(len(tensors), E)``: each tensor's norm per member."""
+    return torch.stack([torch.linalg.vector_norm(t.reshape(t.shape[0], -1), dim=1)
+                        for t in tensors])
+
+
+def _total_norms(norms: torch.Tensor) -> torch.Tensor:
+    """``(E,)``: the norm of each member's column of ``norms`` (its total norm).
+
+    Reduced along contiguous rows, so each member's sum runs in the same order whatever
+    the number of members (a reduction across rows would not, for one member).
+    """
+    return torch.linalg.vector_norm(norms.t().contiguous(), dim=1)
+
+
+def _build(config: dict, seed: int, data) -> tuple[MLP, torch.Generator]:
+    """One member, initialized exactly as ``experiments.training`` does."""
+    gen = _generator(seed)
+    model = build_mlp(config, d_in=config["d_in"], d_out=data.d_out, generator=gen)
+    if config["init"] == "lsuv":
+        lsuv_(model, data.x_train[:LSUV_BATCH])
+    return model, gen
+
+
+def _train(members: list[tuple[dict, int]], data, forward: Forward) -> list[TrainLog]:
+    """The :class:`.TrainLog` of each member, trained together (same :func:`batch_key`)."""
+    config = members[0][0]
+    built = [_build(member_config, seed, data) for member_config, seed in members]
+    gens = [gen for _, gen in built]
+    ens = _Ensemble([model for model, _ in built], config["optimizer"], config["lr"])
+    remedies = Remedies.from_config(config)
+    steps, log_every, lr = config["steps"], config["log_every"], config["lr"]
+    n, batch_size = data.x_train.shape[0], config["batch_size"]
+    logs = [TrainLog() for _ in members]
+    for step in range(steps + 1):
+        if not ens.members:
+            break
+        sampled = step % log_every == 0 or step == steps
+        idx = torch.stack([torch.randint(0, n, (batch_size,), generator=gens[m])
+                           for m in ens.members])
+        out, preacts = forward(ens, data.x_train[idx], sampled)
+        losses = _member_losses(data, out, data.y_train[idx])
+        rows = [{"step": step, "loss": value, "grad_norm": math.nan}
+                for value in losses.tolist()]
+        dead = []  # slots whose run ends at this step
+        for slot, row in enumerate(rows):
+            if not math.isfinite(row["loss"]):
+                _diverged(logs[ens.members[slot]], row, divergence_cause(row["loss"], "loss"))
+                dead.append(slot)
+        live = [slot for slot in range(len(rows)) if slot not in dead]
+        if not live:
+            break
+        for p in ens.params:
+            p.grad = None
+        total = losses.sum() if not dead else losses[live].sum()
+        (total + _penalty(remedies, ens.params)).backward()
+        norms = _per_member_norms([p.grad for p in ens.params])  # (P, E)
+        grad_norms = _total_norms(norms).tolist()
+        if sampled:
+            layer_rows = _layer_stats(ens, norms, preacts)
+            tests = _test_metrics(ens, data, forward)
+        for slot in live:
+            member, row = ens.members[slot], rows[slot]
+            row["grad_norm"] = grad_norms[slot]
+            if sampled:
+                logs[member].layers.extend({"step": step, "layer": layer, **stats}
+                                           for layer, stats in enumerate(layer_rows[slot], 1))
+                row.update(tests[slot])
+            if not math.isfinite(row["grad_norm"]):
+                _diverged(logs[member], row, divergence_cause(row["grad_norm"], "grad"))
+                dead.append(slot)
+            elif step == steps:
+                logs[member].steps.append(row)
+        if step == steps:
+            break
+        if dead:
+            keep = [slot for slot in range(len(rows)) if slot not in dead]
+            rows = [rows[slot] for slot in keep]
+            norms = norms[:, keep]
+            ens.keep(keep)
+            if not keep:
+                break
+        step_lr = lr * remedies.lr_factor(step, steps)
+        for group in ens.opt.param_groups:
+            group["lr"] = step_lr
+        _clip(remedies, ens, _total_norms(norms))
+        before = [p.detach().clone() for p in ens.params] if sampled else None
+        if remedies.weight_decay:
+            with torch.no_grad():
+                torch._foreach_mul_([p for p in ens.params if p.ndim > 2],
+                                    1 - step_lr * remedies.weight_decay)
+        ens.opt.step()
+        ratios = _update_ratios(ens.params, before) if sampled else None
+        for slot, row in enumerate(rows):
+            row["lr"] = step_lr
+            if sampled:
+                row["update_ratio"] = ratios[slot]
+            logs[ens.members[slot]].steps.append(row)
+    for hook in ens._hooks:
+        hook.remove()
+    return logs
+
+
+def _diverged(log: TrainLog, row: dict, cause: str) -> None:
+    log.steps.append(row)
+    log.diverged_step, log.cause = row["step"], cause
+
+
+def _penalty(remedies: Remedies, params: list[torch.Tensor]) -> torch.Tensor | float:
+    """The members' weight penalties, summed (each member's gradient is its own)."""
+    if remedies.penalty == "none" or remedies.penalty_strength == 0:
+        return 0.0
+    weights = [p for p in params if p.ndim > 2]  # a member's weight matrices
+    if remedies.penalty == "l1":
+        return remedies.penalty_strength * sum(w.abs().sum() for w in weights)
+    return 0.5 * remedies.penalty_strength * sum(w.pow(2).sum() for w in weights)
+
+
+@torch.no_grad()
+def _clip(remedies: Remedies, ens: _Ensemble, total_norms: torch.Tensor) -> None:
+    """:meth:`.Remedies.clip_` of each member: norms and units per member."""
+    grads = [p.grad for p in ens.params]
+    if remedies.clip == "norm":  # as torch.nn.utils.clip_grad_norm_, per member
+        coef = (remedies.clip_threshold / (total_norms + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(coef.view(-1, *[1] * (g.ndim - 1)))
+    elif remedies.clip == "value":
+        for g in grads:
+            g.clamp_(min=-remedies.clip_threshold, max=remedies.clip_threshold)
+    elif remedies.clip == "agc":  # as remedies.adaptive_clip_grad_, readout left alone
+        for i, p in enumerate(ens.params):
+            if i in ens.final:
+                continue
+            max_norm = _unitwise_norm(p.detach()).clamp_min(1e-3) * remedies.clip_threshold
+            grad_norm = _unitwise_norm(p.grad)
+            clipped = p.grad * (max_norm / grad_norm.clamp_min(1e-6))
+            p.grad.copy_(torch.where(grad_norm > max_norm, clipped, p.grad))
+
+
+def _unitwise_norm(x: torch.Tensor) -> torch.Tensor:
+    """:func:`.remedies.unitwise_norm` of each member's slice of ``x``."""
+    if x.ndim <= 2:
+        return torch.linalg.vector_norm(x, dim=tuple(range(1, x.ndim)), keepdim=True)
+    return torch.linalg.vector_norm(x, dim=tuple(range(2, x.ndim)), keepdim=True)
+
+
+@torch.no_grad()
+def _layer_stats(ens: _Ensemble, norms: torch.Tensor,
+                 preacts: list[torch.Tensor]) -> list[list[dict]]:
+    """Per member, per hidden layer: grad_norm, delta_norm, preact_var (the monitor's)."""
+    grad = norms[ens.hidden]  # (L, E)
+    delta = torch.stack([torch.linalg.vector_norm(z.grad, dim=(1, 2)) for z in preacts])
+    var = torch.stack([z.detach().var(dim=(1, 2), unbiased=False) for z in preacts])
+    table = torch.stack([grad, delta, var], dim=-1).transpose(0, 1).tolist()  # (E, L, 3)
+    return [[{"grad_norm": g, "delta_norm": d, "preact_var": v} for g, d, v in member]
+            for member in table]
+
+
+@torch.no_grad()
+def _test_metrics(ens: _Ensemble, data, forward: Forward) -> list[dict]:
+    """Test loss and accuracy of each member, as ``experiments.evaluate``."""
+    x = data.x_test  # in chunks: (E, 1024, width) activations would not stay in cache
+    out = torch.cat([forward(ens, x[i:i + TEST_CHUNK], False)[0]
+                     for i in range(0, x.shape[0], TEST_CHUNK)], dim=1)
+    losses = _member_losses(data, out, data.y_test).tolist()
+    if data.task == "classification":
+        accuracy = (out.argmax(dim=2) == data.y_test).float().mean(dim=1).tolist()
+    else:
+        accuracy = [math.nan] * len(losses)
+    return [{"test_loss": loss, "test_accuracy": acc}
+            for loss, acc in zip(losses, accuracy, strict=True)]
+
+
+@torch.no_grad()
+def _update_ratios(params: list[torch.Tensor], before: list[torch.Tensor]) -> list[float]:
+    moved = _per_member_norms(torch._foreach_sub([p.detach() for p in params], before))
+    weight = _per_member_norms(before)
+    return (_total_norms(moved) / _total_norms(weight)).tolist()
+
+
+def _table(log: TrainLog) -> pd.DataFrame:
+    """The table ``experiments.training`` makes of a :class:`.TrainLog` (same code)."""
+    columns = ["step", "layer", "loss", "grad_norm", "lr", "update_ratio", "test_loss",
+               "test_accuracy", "delta_norm", "preact_var"]
+    steps = pd.DataFrame(log.steps).assign(layer=0)
+    per_layer = pd.DataFrame(log.layers).drop(columns=["name", "nonfinite"], errors="ignore")
+    table = pd.concat([steps, per_layer], ignore_index=True).reindex(columns=columns)
+    table = table.sort_values(["step", "layer"], kind="stable").reset_index(drop=True)
+    table = table.astype({c: "float64" for c in columns[2:]})
+    return table.assign(diverged_step=-1 if log.diverged_step is None else log.diverged_step,
+                        stopped_step=-1 if log.stopped_step is None else log.stopped_step,
+                        cause=log.cause)
+
+
+# --------------------------------------------------------------------------- timing
+
+def benchmark(depth: int = 20, width: int = 64, seeds: int = 16, steps: int = 100,
+              repeat: int = 3, engines: tuple[str, ...] = ENGINES, **overrides) -> dict:
+    """Time per seed-step of the per-seed loop and of :func:`train_ensemble`, in seconds.
+
+    Each time is the minimum over ``repeat`` runs (after one warm-up; the CPU may be
+    shared) of the whole computation (data, initialization, training, tables) for
+    ``seeds`` seeds of the ``training`` experiment (``overrides`` on top of its defaults),
+    divided by ``seeds * steps``.  Returns ``loop_s``, ``batched_s`` (the fastest
+    engine's), ``ratio`` (loop / batched), ``engine`` (the fastest), ``<engine>_s`` for
+    each engine, the same measured in process CPU time (``loop_cpu_s``,
+    ``<engine>_cpu_s``, ``cpu_ratio``: less disturbed by other processes, but summed
+    over threads), and ``threads`` (``torch.get_num_threads()``).
+    """
+    from .experiments import get
+
+    config = get("training").resolve({"depth": depth, "width": width, "steps": steps,
+                                      **overrides})
+    seed_list = list(range(seeds))
+    result: dict = {}
+    _keep_freed_memory()  # for the loop too, so both run with the same allocator settings
+
+    def measure(name: str, fn) -> None:
+        fn()  # warm-up
+        wall, cpu = [], []
+        for _ in range(repeat):
+            start, start_cpu = time.perf_counter(), time.process_time()
+            fn()
+            wall.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
+        result[f"{name}_s"] = min(wall) / (seeds * steps)
+        result[f"{name}_cpu_s"] = min(cpu) / (seeds * steps)
+
+    measure("loop", lambda: [training(config, s) for s in seed_list])
+    for engine in engines:
+        measure(engine, lambda e=engine: train_ensemble(config, seed_list, e))
+    fastest = min(engines, key=lambda e: result[f"{e}_s"])
+    result.update(engine=fastest, batched_s=result[f"{fastest}_s"],
+                  ratio=result["loop_s"] / result[f"{fastest}_s"],
+                  cpu_ratio=result["loop_cpu_s"] / result[f"{fastest}_cpu_s"],
+                  threads=torch.get_num_threads())
+    return result
