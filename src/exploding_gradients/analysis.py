@@ -108,3 +108,433 @@ def loss_ratio(runs: pd.DataFrame) -> pd.Series:
         diverged = (run["diverged_step"] >= 0).any()
         out[seed] = np.inf if diverged else run["loss"].iloc[-1] / run["loss"].iloc[0]
     return pd.Series(out, name="loss_ratio")
+
+
+def power_law_fit(x, y) -> dict:
+    """Least-squares fit of ``y = a * x**b`` in log-log space: exponent ``b``, prefactor
+    ``a`` and ``r2`` (of the log fit).  Used for how runtime grows with a size."""
+    lx, ly = np.log(np.asarray(x, dtype=float)), np.log(np.asarray(y, dtype=float))
+    b, log_a = np.polyfit(lx, ly, 1)
+    residual = ly - (log_a + b * lx)
+    r2 = 1 - residual.var() / ly.var() if ly.var() > 0 else 1.0
+    return {"exponent": float(b), "prefactor": float(np.exp(log_a)), "r2": float(r2)}
+
+
+# --------------------------------------------------------------------------- clipping
+
+def _unclipped_model(name: str, config: dict, seed: int, after_steps: int):
+    """The model of experiment ``name`` trained unclipped for ``after_steps`` steps, with
+    the raw gradient of step ``after_steps`` in ``.grad``; also its final-layer parameters.
+
+    Built exactly as ``training`` / ``rnn_training`` build it (same seeds, same data
+    stream, same remedies except clipping), so the gradient is the one the unclipped run
+    logs as ``grad_norm`` at that step.
+    """
+    import dataclasses
+
+    import torch
+
+    from .experiments import _generator, build_mlp, get, make_data
+    from .init import LSUV_BATCH, lsuv_
+    from .recurrence import Sequence, adding_batch, build_cell
+    from .remedies import Remedies
+    from .train import minibatches, train
+
+    config = get(name).resolve(config)
+    remedies = dataclasses.replace(Remedies.from_config(config), clip="none")
+    gen = _generator(seed)
+    if name == "training":
+        data = make_data(config)
+        model = build_mlp(config, d_in=config["d_in"], d_out=data.d_out, generator=gen)
+        if config["init"] == "lsuv":
+            lsuv_(model, data.x_train[:LSUV_BATCH])
+        batches = minibatches(data.x_train, data.y_train, config["batch_size"], gen)
+        loss_fn = data.loss
+    elif name == "rnn_training":
+        data_gen = _generator(config["data_seed"])
+        cell = build_cell(config["cell"], 2, config["hidden_size"], config["spectral_radius"],
+                          gen, config["input_std"])
+        model = Sequence(cell, config["hidden_size"], gen)
+
+        def batches():
+            return adding_batch(config["batch_size"], config["seq_len"], data_gen)
+
+        loss_fn = torch.nn.functional.mse_loss
+    else:
+        raise ValueError(f"clip_directions needs 'training' or 'rnn_training', got {name!r}")
+    log = train(model, batches, loss_fn, optimizer=config["optimizer"], lr=config["lr"],
+                steps=after_steps, remedies=remedies, layers={})
+    if log.diverged_step is not None:  # no finite gradient at that step: say so with NaN
+        for p in model.parameters():
+            p.grad = torch.full_like(p, float("nan"))
+    return model, tuple(model.readout.parameters())
+
+
+def clip_directions(name: str, config: dict, seed: int, methods: dict[str, list[float]],
+                    after_steps: int = 0) -> pd.DataFrame:
+    """How each clipping method changes one real gradient, per parameter tensor.
+
+    The gradient is the raw (unclipped) one of experiment ``name`` (``training`` or
+    ``rnn_training``) with ``config`` and ``seed`` at step ``after_steps`` of unclipped
+    training (NaN if that run diverged by then).  For every ``method`` (``norm``,
+    ``value``, ``agc``) and threshold in ``methods``, the training loop's own clipping
+    (:meth:`.remedies.Remedies.clip_`: PyTorch's ``clip_grad_norm_`` /
+    ``clip_grad_value_``, and AGC with the final layer unclipped) is applied to a copy.
+    Rows: one per (method, threshold, parameter) with
+    ``param`` (its name), ``layer`` (hidden layer number, input side 1, for an MLP's
+    ``blocks.i`` parameters; NaN otherwise), ``matrix`` (a weight matrix, not a vector),
+    ``final``, ``weight_norm``, ``raw_norm``, ``clipped_norm``, ``dot`` (raw . clipped)
+    and ``changed`` / ``numel`` (entries altered by clipping / all entries), all in
+    float64.  Sum them with :func:`direction_summary` for the cosine of the whole
+    gradient.
+    """
+    import re
+
+    import torch
+
+    from .remedies import Remedies
+
+    model, final = _unclipped_model(name, config, seed, after_steps)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
+    raw = [p.grad.detach().clone() for p in params]
+    raw64 = [g.double() for g in raw]
+    final_ids = {id(p) for p in final}
+    layers = [re.match(r"blocks\.(\d+)\.", n) for n, _ in named]
+    fixed = pd.DataFrame({
+        "param": [n for n, _ in named],
+        "layer": [int(m.group(1)) + 1 if m else float("nan") for m in layers],
+        "matrix": [p.ndim > 1 for p in params],
+        "final": [id(p) in final_ids for p in params],
+        "weight_norm": torch.stack([p.detach().double().norm() for p in params]).numpy(),
+        "raw_norm": torch.stack([g.norm() for g in raw64]).numpy(),
+        "numel": [g.numel() for g in raw]})
+    rows = []
+    for method, thresholds in methods.items():
+        for threshold in thresholds:
+            for p, g in zip(params, raw, strict=True):
+                p.grad = g.clone()
+            Remedies(clip=method, clip_threshold=float(threshold)).clip_(params, list(final))
+            clipped = [p.grad.double() for p in params]
+            stats = torch.stack([
+                torch.stack([c.norm() for c in clipped]),
+                torch.stack([(g * c).sum() for g, c in zip(raw64, clipped, strict=True)]),
+                torch.stack([(p.grad != g).sum().double()
+                             for p, g in zip(params, raw, strict=True)])]).numpy()
+            rows.append(fixed.assign(method=method, threshold=float(threshold),
+                                     clipped_norm=stats[0], dot=stats[1],
+                                     changed=stats[2].astype(int)))
+    columns = ["method", "threshold", "param", "layer", "matrix", "final", "weight_norm",
+               "raw_norm", "clipped_norm", "dot", "changed", "numel"]
+    return pd.concat(rows, ignore_index=True)[columns].assign(seed=seed)
+
+
+def direction_summary(df: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
+    """Per (``by``, method, threshold, seed) of :func:`clip_directions` rows: the cosine
+    between the raw and the clipped gradient of the whole network, the norm ratio
+    ||clipped|| / ||raw||, and the fraction of gradient entries clipping changed."""
+    keys = [*(by or []), "method", "threshold", "seed"]
+    g = df.assign(raw_sq=df["raw_norm"] ** 2, clipped_sq=df["clipped_norm"] ** 2)
+    sums = g.groupby(keys, sort=False)[["dot", "raw_sq", "clipped_sq", "changed",
+                                        "numel"]].sum(min_count=1).reset_index()
+    raw, clipped = np.sqrt(sums["raw_sq"]), np.sqrt(sums["clipped_sq"])
+    sums["cosine"] = sums["dot"] / (raw * clipped)
+    sums["norm_ratio"] = clipped / raw
+    sums["fraction_changed"] = sums["changed"] / sums["numel"]
+    return sums[[*keys, "cosine", "norm_ratio", "fraction_changed"]]
+
+
+def run_summary(runs: pd.DataFrame, by: list[str], tail: float = 0.1) -> pd.DataFrame:
+    """One row per (``by``, seed) of a ``training`` or ``rnn_training`` table.
+
+    ``diverged`` (NaN/Inf), ``diverged_step`` (-1 if not), ``first_loss``, ``final_loss``
+    (mean of the logged loss over the last ``tail`` fraction of steps; NaN for a diverged
+    run) and ``final_over_first``.  Rows with ``layer`` > 0 (per-layer samples) are ignored.
+    """
+    whole = runs[runs["layer"] == 0] if "layer" in runs else runs
+    rows = []
+    for key, g in whole.groupby([*by, "seed"], sort=False):
+        g = g.sort_values("step")
+        step = int(g["diverged_step"].iloc[0])
+        n = max(1, int(round(len(g) * tail)))
+        final = float("nan") if step >= 0 else float(g["loss"].tail(n).mean())
+        first = float(g["loss"].iloc[0])
+        rows.append({**_named([*by, "seed"], key), "diverged": step >= 0,
+                     "diverged_step": step, "first_loss": first, "final_loss": final,
+                     "final_over_first": final / first})
+    return pd.DataFrame(rows)
+
+
+def mean_grad_norm(runs: pd.DataFrame, window: int, by: list[str] | None = None) -> pd.DataFrame:
+    """Per (``by``, seed): the average gradient norm over steps ``0 .. window-1`` (Pascanu,
+    Mikolov & Bengio's statistic for choosing a clipping threshold), over the finite
+    values only, with their median and ``steps_used``, how many finite steps there were
+    (fewer than ``window`` when the run diverged or was shorter)."""
+    whole = runs[runs["layer"] == 0] if "layer" in runs else runs
+    early = whole[whole["step"] < window]
+    keys = [*(by or []), "seed"]
+    rows = []
+    for key, g in early.groupby(keys, sort=False):
+        finite = g["grad_norm"][np.isfinite(g["grad_norm"])]
+        rows.append({**_named(keys, key), "mean_grad_norm": float(finite.mean()),
+                     "median_grad_norm": float(finite.median()), "steps_used": len(finite)})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- architecture
+
+def residual_relu_moments(scale: float, depth: int, q0: float = 1.0) -> pd.DataFrame:
+    """Mean-field moments of ``depth`` residual blocks x + scale * relu(W x), He-initialized.
+
+    W ~ N(0, 2/N), zero biases, block input x_0 with E[x_i^2] = ``q0`` and mean 0 (as in
+    ``signal_propagation``).  With q = E[x_i^2] and m = E[x_i] of a block's input, the
+    pre-activation h = W x has variance 2 q (W is centred, so the second moment of x
+    counts, not its variance), relu(h) has second moment q and mean sqrt(q / pi), and h_i
+    is independent of x_i for wide layers, so
+
+        q' = (1 + scale^2) q + 2 scale m sqrt(q / pi),    m' = m + scale sqrt(q / pi).
+
+    The textbook factor 1 + scale^2 holds only while m = 0: the branch relu(.) >= 0 adds
+    a positive mean to every unit, and that mean feeds the cross term.  Rows: ``layer``
+    l = 1 .. depth (the block whose Linear sees x_{l-1}), ``q`` and ``mean`` of x_{l-1},
+    ``preact_var`` = 2 q (what the gradient monitor reports for that Linear) and
+    ``forward_factor`` = q_l / q_{l-1}, the factor by which block l multiplies q.
+    """
+    if depth < 1 or scale < 0 or q0 <= 0:
+        raise ValueError("residual_relu_moments needs depth >= 1, scale >= 0 and q0 > 0")
+    qs, ms = [float(q0)], [0.0]
+    for _ in range(depth):
+        q, m = qs[-1], ms[-1]
+        branch_mean = scale * np.sqrt(q / np.pi)
+        qs.append((1 + scale**2) * q + 2 * m * branch_mean)
+        ms.append(m + branch_mean)
+    q, m = np.array(qs), np.array(ms)
+    return pd.DataFrame({"layer": np.arange(1, depth + 1), "q": q[:depth], "mean": m[:depth],
+                         "preact_var": 2 * q[:depth], "forward_factor": q[1:] / q[:-1]})
+
+
+def lsuv_prediction(activation: str) -> tuple[float, float]:
+    """(sigma_w, chi) of a deep LSUV-initialized network (Mishkin & Matas 2016), mean field.
+
+    LSUV rescales every layer until its pre-activations have unit variance, so q = 1 at
+    every layer, which for a layer with Var W = sigma_w^2 / N and no bias means
+    sigma_w^2 E[phi(z)^2] = 1 with z ~ N(0, 1).  The backward factor on the squared
+    gradient norm is then chi = sigma_w^2 E[phi'(z)^2] (see :mod:`.theory`): 1 for ReLU
+    (LSUV reproduces He initialization), above 1 for tanh (the forward pass is fixed, the
+    backward pass still explodes).
+    """
+    from .theory import chi, length_map
+
+    sigma_w = 1.0 / np.sqrt(length_map(activation, 1.0, 0.0, 1.0))
+    return float(sigma_w), float(chi(activation, sigma_w, 1.0))
+
+
+def seed_outcomes(runs: pd.DataFrame, by: list[str], tail: float = 0.1) -> pd.DataFrame:
+    """:func:`run_summary` per (``by``, seed) plus gradient and accuracy columns.
+
+    ``initial_grad_norm`` (the total gradient norm at step 0), ``max_grad_norm`` (largest
+    finite one), and ``final_accuracy`` (last logged test accuracy; NaN for a diverged
+    run and for tables without accuracy, such as ``rnn_training``).
+    """
+    summary = run_summary(runs, by, tail)
+    whole = runs[runs["layer"] == 0] if "layer" in runs else runs
+    extra = []
+    for key, g in whole.groupby([*by, "seed"], sort=False):
+        g = g.sort_values("step")
+        grads = g["grad_norm"].to_numpy(dtype=float)
+        finite = grads[np.isfinite(grads)]
+        acc = g["test_accuracy"].dropna() if "test_accuracy" in g else pd.Series(dtype=float)
+        diverged = int(g["diverged_step"].iloc[0]) >= 0
+        extra.append({**_named([*by, "seed"], key),
+                      "initial_grad_norm": float(grads[0]),
+                      "max_grad_norm": float(finite.max()) if len(finite) else np.nan,
+                      "final_accuracy": np.nan if diverged or acc.empty
+                      else float(acc.iloc[-1])})
+    return summary.merge(pd.DataFrame(extra), on=[*by, "seed"], how="left")
+
+
+def outcome_spread(per_seed: pd.DataFrame, by: list[str], value: str,
+                   flags: tuple[str, ...] = ("diverged",)) -> pd.DataFrame:
+    """Per group of a per-seed table: ``k/n`` for each boolean column in ``flags`` and the
+    median, min and max of ``value`` over its finite entries (NaN when there are none,
+    e.g. when every seed diverged)."""
+    rows = []
+    for key, g in per_seed.groupby(by, sort=False):
+        vals = g[value].to_numpy(dtype=float)
+        vals = vals[np.isfinite(vals)]
+        row = _named(by, key)
+        row.update({f: f"{int(g[f].sum())}/{len(g)}" for f in flags})
+        row.update({"median": float(np.median(vals)) if len(vals) else np.nan,
+                    "min": float(vals.min()) if len(vals) else np.nan,
+                    "max": float(vals.max()) if len(vals) else np.nan})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- optimization
+
+def run_outcomes(runs: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
+    """One row per (``by``, seed) of a ``training`` or ``rnn_training`` table: how it ended.
+
+    ``diverged`` / ``diverged_step`` (NaN/Inf; -1 if not), ``stopped`` / ``stopped_step``
+    (early stopping; -1 if not), ``last_step`` (the last step logged), ``first_loss``,
+    ``final_loss`` (the last logged loss: for a stopped run the restored weights'; NaN for
+    a diverged run), ``first_test_loss`` / ``final_test_loss`` (the same for the test
+    loss, when the table has one), ``first_grad_norm``, ``max_grad_norm`` (largest finite
+    one) and ``first_update_ratio`` (the update-to-weight ratio of step 0, when logged).
+    ``by`` columns with missing values (points of a sweep that did not set them) are kept.
+    Rows with ``layer`` > 0 (per-layer samples) are ignored.
+    """
+    whole = runs[runs["layer"] == 0] if "layer" in runs else runs
+    keys = [*(by or []), "seed"]
+
+    def first(s: pd.Series) -> float:
+        s = s.dropna()
+        return float(s.iloc[0]) if len(s) else float("nan")
+
+    def last(s: pd.Series) -> float:
+        s = s.dropna()
+        return float(s.iloc[-1]) if len(s) else float("nan")
+
+    nan = pd.Series(dtype=float)
+    rows = []
+    for key, g in whole.groupby(keys, sort=False, dropna=False):
+        g = g.sort_values("step", kind="stable")
+        diverged_step = int(g["diverged_step"].iloc[0])
+        stopped_step = int(g["stopped_step"].iloc[0]) if "stopped_step" in g else -1
+        diverged = diverged_step >= 0
+        grad = g["grad_norm"][np.isfinite(g["grad_norm"])]
+        test = g["test_loss"] if "test_loss" in g else nan
+        ratio = g["update_ratio"] if "update_ratio" in g else nan
+        rows.append({
+            **_named(keys, key), "diverged": diverged, "diverged_step": diverged_step,
+            "stopped": stopped_step >= 0, "stopped_step": stopped_step,
+            "last_step": int(g["step"].iloc[-1]), "first_loss": float(g["loss"].iloc[0]),
+            "final_loss": float("nan") if diverged else float(g["loss"].iloc[-1]),
+            "first_test_loss": first(test),
+            "final_test_loss": float("nan") if diverged else last(test),
+            "first_grad_norm": first(g["grad_norm"]),
+            "max_grad_norm": float(grad.max()) if len(grad) else float("nan"),
+            "first_update_ratio": first(ratio[g["step"] == 0]) if len(ratio) else float("nan"),
+        })
+    return pd.DataFrame(rows)
+
+
+def outcome_summary(outcomes: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
+    """Per group of :func:`run_outcomes` rows: ``diverged`` ("k/n"), ``n_diverged``,
+    ``n``, ``stopped`` ("k/n"), the median divergence step of the diverged seeds, and the
+    median, min and max of ``value`` over the seeds that did not diverge (NaN if none)."""
+    rows = []
+    for key, g in outcomes.groupby(by, sort=False, dropna=False):
+        ok = g.loc[~g["diverged"], value].dropna()
+        steps = g.loc[g["diverged"], "diverged_step"]
+        rows.append({
+            **_named(by, key), "n": len(g), "n_diverged": int(g["diverged"].sum()),
+            "diverged": f"{int(g['diverged'].sum())}/{len(g)}",
+            "stopped": f"{int(g['stopped'].sum())}/{len(g)}",
+            "median_diverged_step": float(steps.median()) if len(steps) else float("nan"),
+            "median": float(ok.median()) if len(ok) else float("nan"),
+            "min": float(ok.min()) if len(ok) else float("nan"),
+            "max": float(ok.max()) if len(ok) else float("nan"),
+        })
+    return pd.DataFrame(rows)
+
+
+def count_spikes(values, factor: float = 3.0, window: int = 10, start: int = 0) -> int:
+    """How many entries from index ``start`` on exceed ``factor`` times the median of the
+    ``window`` entries before them (a loss spike, relative to the recent level).
+
+    Entries with fewer than ``window`` predecessors are not judged; a non-finite entry
+    counts as a spike.
+    """
+    v = np.asarray(values, dtype=float)
+    count = 0
+    for t in range(max(start, window), len(v)):
+        level = np.median(v[t - window:t])
+        if not np.isfinite(v[t]) or v[t] > factor * level:
+            count += 1
+    return count
+
+
+def decay_steps(lr: float, strength: float, factor: float) -> float:
+    """Steps for an L2 penalty or decoupled weight decay *alone* to shrink the weights by
+    ``factor`` (> 1) under plain gradient descent: each step multiplies them by
+    ``1 - lr * strength``, so ``ln(factor) / -ln|1 - lr * strength|``.  0 when one step
+    zeroes them (``lr * strength == 1``), inf when they never shrink (``strength == 0``
+    or ``lr * strength >= 2``)."""
+    shrink = abs(1.0 - lr * strength)
+    if shrink >= 1.0:
+        return float("inf")
+    if shrink == 0.0:
+        return 0.0
+    return float(np.log(factor) / -np.log(shrink))
+
+
+def constant_output_loss(config: dict) -> float:
+    """Test loss of a model whose output is always zero, on the data of the ``training``
+    experiment with ``config``: ln(classes) for classification (uniform prediction), half
+    the mean squared target for regression.  The level of a network that learned nothing
+    and whose output was shrunk to zero."""
+    import torch
+
+    from .experiments import get, make_data
+
+    data = make_data(get("training").resolve(config))
+    zeros = torch.zeros(data.x_test.shape[0], data.d_out)
+    return float(data.loss(zeros, data.y_test))
+
+
+def _cpu_seconds(fn) -> float:
+    """CPU time of this process spent in ``fn()`` (garbage collected first)."""
+    import gc
+    import time
+
+    gc.collect()
+    start = time.process_time()
+    fn()
+    return time.process_time() - start
+
+
+def time_ratios(name: str, base: dict, variants: dict[str, dict], steps: tuple[int, int],
+                rounds: int = 3, seed: int = 0) -> pd.DataFrame:
+    """CPU time per optimizer step of each variant of experiment ``name``, relative to
+    ``base``, measured in interleaved rounds.
+
+    A run also pays once for building its data and model (and, for LSUV, for fitting
+    the initialization), which would dilute a ratio of whole runs towards 1.  So each
+    configuration (``base`` updated with a variant's overrides) is run with
+    ``steps = (n1, n2)`` optimizer steps: the time per step is the slope
+    (t(n2) - t(n1)) / (n2 - n1), and the one-off cost the intercept t(n1) - n1 * slope.
+    Each round runs the base and every variant in an order rotated from round to round,
+    so a change in the machine's speed affects a round's numerator and denominator
+    alike; the spread over rounds shows how noisy the ratio is.  The clock is the
+    process's CPU time, as in :mod:`.timing`'s benchmarks: on a shared machine wall-clock
+    time also counts the time other programs held the CPU.  The base is run once untimed
+    first.  Rows: one per (variant, round) with ``step_seconds``, ``ratio`` (to the same
+    round's base) and ``extra_setup_steps`` (the variant's one-off cost beyond the
+    base's, in base steps).  Times are never cached.
+    """
+    from .experiments import get
+
+    n1, n2 = steps
+    if not 0 < n1 < n2:
+        raise ValueError(f"time_ratios needs steps = (n1, n2) with 0 < n1 < n2, got {steps}")
+    exp = get(name)
+    configs = {"base": {**base}, **{k: {**base, **v} for k, v in variants.items()}}
+    resolved = {k: (exp.resolve({**c, "steps": n1}), exp.resolve({**c, "steps": n2}))
+                for k, c in configs.items()}
+    names = list(configs)
+    exp.func(resolved["base"][0], seed)  # warm-up
+    rows = []
+    for r in range(rounds):
+        fit = {}
+        for k in names[r % len(names):] + names[:r % len(names)]:
+            t1, t2 = (_cpu_seconds(lambda c=c: exp.func(c, seed)) for c in resolved[k])
+            slope = (t2 - t1) / (n2 - n1)
+            fit[k] = (slope, t1 - n1 * slope)
+        (base_slope, base_setup) = fit["base"]
+        rows.extend({"variant": k, "round": r, "step_seconds": fit[k][0],
+                     "ratio": fit[k][0] / base_slope,
+                     "extra_setup_steps": (fit[k][1] - base_setup) / base_slope}
+                    for k in variants)
+    return pd.DataFrame(rows)
