@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import exploding_gradients as eg
-from exploding_gradients import analysis
+from exploding_gradients import analysis, clipping
 
 MLP = dict(depth=3, width=16, init="normal", sigma_w=2.0, task="regression", optimizer="sgd",
            lr=0.05, steps=5, log_every=1)
@@ -21,7 +21,7 @@ def test_the_gradient_is_the_one_the_unclipped_run_logs_at_that_step():
         run = eg.run(name, config, seeds=1)
         whole = run[run["layer"] == 0] if "layer" in run else run
         for step in [0, 2]:
-            rows = analysis.clip_directions(name, config, seed=0, methods={"norm": [1e9]},
+            rows = clipping.clip_directions(name, config, seed=0, methods={"norm": [1e9]},
                                             after_steps=step)
             norm = math.sqrt((rows["raw_norm"] ** 2).sum())
             logged = whole.loc[whole["step"] == step, "grad_norm"].iloc[0]
@@ -29,8 +29,8 @@ def test_the_gradient_is_the_one_the_unclipped_run_logs_at_that_step():
 
 
 def test_norm_clipping_keeps_the_direction_and_every_layer_ratio():
-    rows = analysis.clip_directions("training", MLP, seed=0, methods={"norm": [0.01, 1e9]})
-    summary = analysis.direction_summary(rows)
+    rows = clipping.clip_directions("training", MLP, seed=0, methods={"norm": [0.01, 1e9]})
+    summary = clipping.direction_summary(rows)
     assert np.allclose(summary["cosine"], 1.0, atol=1e-9)
     clipped = summary[summary["threshold"] == 0.01]
     total = math.sqrt((rows[rows["threshold"] == 0.01]["raw_norm"] ** 2).sum())
@@ -42,9 +42,9 @@ def test_norm_clipping_keeps_the_direction_and_every_layer_ratio():
 
 
 def test_value_clipping_turns_the_gradient_more_the_smaller_the_threshold():
-    rows = analysis.clip_directions("training", MLP, seed=0,
+    rows = clipping.clip_directions("training", MLP, seed=0,
                                     methods={"value": [1e-4, 1e-2, 1e9]})
-    summary = analysis.direction_summary(rows).set_index("threshold")
+    summary = clipping.direction_summary(rows).set_index("threshold")
     assert summary.loc[1e9, "cosine"] == pytest.approx(1.0)
     assert summary.loc[1e-4, "cosine"] < summary.loc[1e-2, "cosine"] < 1.0
     assert summary.loc[1e-4, "fraction_changed"] > summary.loc[1e-2, "fraction_changed"]
@@ -53,7 +53,7 @@ def test_value_clipping_turns_the_gradient_more_the_smaller_the_threshold():
 
 def test_agc_caps_each_hidden_unit_and_leaves_the_final_layer_alone():
     lam = 1e-3
-    rows = analysis.clip_directions("rnn_training", RNN, seed=0, methods={"agc": [lam]})
+    rows = clipping.clip_directions("rnn_training", RNN, seed=0, methods={"agc": [lam]})
     final = rows[rows["final"]]
     assert len(final) == 2 and np.allclose(final["clipped_norm"], final["raw_norm"])
     hidden = rows[~rows["final"]]
@@ -69,14 +69,14 @@ def test_a_diverged_gradient_gives_nan_not_an_error():
     run = eg.run("training", config, seeds=1)
     step = int(run["diverged_step"].iloc[0])
     assert step >= 0
-    rows = analysis.clip_directions("training", config, seed=0, methods={"value": [1.0]},
+    rows = clipping.clip_directions("training", config, seed=0, methods={"value": [1.0]},
                                     after_steps=step)
-    assert analysis.direction_summary(rows)["cosine"].isna().all()
+    assert clipping.direction_summary(rows)["cosine"].isna().all()
 
 
 def test_clip_directions_refuses_other_experiments():
     with pytest.raises(ValueError, match="training"):
-        analysis.clip_directions("signal_propagation", {}, 0, {"norm": [1.0]})
+        clipping.clip_directions("signal_propagation", {}, 0, {"norm": [1.0]})
 
 
 def _table(losses, diverged_step=-1, seed=0, **extra):
