@@ -164,3 +164,17 @@ def test_resolve_device(monkeypatch):
         backends.resolve_device("gpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert backends.resolve_device("auto") == torch.device("cuda")
+
+
+def test_training_takes_a_device_and_refuses_cuda_without_it_before_any_compute():
+    import torch
+
+    import exploding_gradients as eg
+
+    tiny = dict(depth=2, width=8, steps=3, n_train=32, batch_size=8)
+    cpu = eg.run("training", tiny, use_cache=False)
+    auto = eg.run("training", tiny, device="auto", use_cache=False)
+    if not torch.cuda.is_available():
+        assert cpu.equals(auto)  # auto is the CPU here, bit for bit
+        with pytest.raises(eg.ConfigError, match="device"):
+            eg.REGISTRY["training"].resolve({"device": "cuda"})

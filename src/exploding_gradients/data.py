@@ -5,7 +5,7 @@ Nothing is downloaded; every task is generated from a ``torch.Generator``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -27,6 +27,13 @@ class Dataset:
         if self.task == "classification":
             return torch.nn.functional.cross_entropy(output, target)
         return 0.5 * torch.nn.functional.mse_loss(output, target)
+
+    def to(self, device: torch.device) -> Dataset:
+        """The same data on ``device`` (itself when it is already there)."""
+        if self.x_train.device == torch.device(device):
+            return self
+        return replace(self, **{k: getattr(self, k).to(device)
+                                for k in ("x_train", "y_train", "x_test", "y_test")})
 
     def accuracy(self, output: torch.Tensor, target: torch.Tensor) -> float:
         """Fraction correct (classification) or NaN (regression)."""

@@ -72,6 +72,8 @@ def unsupported_reason(config: dict) -> str:
     """Why ``config`` cannot be trained batched ('' when it can)."""
     if config.get("normalization") == "batch":
         return "batch normalization couples the samples of a minibatch"
+    if config.get("device", "cpu") != "cpu":
+        return "the batched engine runs on the CPU"
     if config.get("stop_factor", 0.0):
         return "early stopping restores each member's best weights"
     return ""

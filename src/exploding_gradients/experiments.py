@@ -70,10 +70,15 @@ def _batch_norm_hessian(config: dict) -> None:
             "n_train) samples, and batch norm needs two)")
 
 
+def _device_available(config: dict) -> None:
+    """A ``device`` of ``cuda`` is refused up front on a machine without CUDA."""
+    backends.resolve_device(config.get("device", "cpu"))
+
+
 #: Checks of combinations of parameters, by experiment name, run by
 #: :meth:`Experiment.resolve` after each value has been validated on its own.
 CONSTRAINTS: dict[str, tuple[Callable[[dict], None], ...]] = {
-    "training": (_batch_norm_batch,),
+    "training": (_batch_norm_batch, _device_available),
     "sharpness": (_batch_norm_batch, _batch_norm_hessian),
     "lr_boundary": (_batch_norm_batch, _batch_norm_hessian),
 }
@@ -310,6 +315,8 @@ def _training_batched(config: dict, seeds: list[int]) -> list[pd.DataFrame]:
           "how several seeds are computed: one after another (loop) or as one batched "
           "ensemble (batched: same results up to float rounding; configurations it does not "
           "support run the loop)", choices=("loop", "batched")),
+    Param("device", "str", "cpu", "where to train: cpu, cuda, or auto (cuda if available); "
+          "minibatches are drawn on the CPU either way", choices=backends.DEVICES),
 ) + REMEDY_PARAMS, batched=_training_batched)
 def training(config: dict, seed: int) -> pd.DataFrame:
     """Train an MLP on a synthetic task; per-step loss, gradient norm and divergence.
@@ -323,9 +330,12 @@ def training(config: dict, seed: int) -> pd.DataFrame:
     stopping ended the run (``cause`` ``stopped_...``; the last row then measures the
     restored weights), -1 otherwise.
     """
+    device = backends.resolve_device(config["device"])
     data = make_data(config)
     gen = _generator(seed)
     model = build_mlp(config, d_in=config["d_in"], d_out=data.d_out, generator=gen)
+    # Built on the CPU, then moved: the same seed gives the same initial weights anywhere.
+    model, data = model.to(device), data.to(device)
     if config["init"] == "lsuv":
         lsuv_(model, data.x_train[:LSUV_BATCH])
     layers = {f"blocks.{i}.linear": lin for i, lin in enumerate(model.hidden_linears())}
