@@ -66,3 +66,189 @@ def test_derivative_stats_of_known_functions():
     assert stats["saturated"] == 0.5
     relu = derivative_stats(nn.ReLU(), torch.tensor([-1.0, 2.0, 3.0, -4.0]))
     assert relu == {"dphi_sq": 0.5, "saturated": 0.5}
+
+
+# --------------------------------------------------------------- spikes, logging, costs
+
+def test_spike_detector_flags_a_jump_over_the_running_median():
+    from exploding_gradients.monitor import SpikeDetector
+
+    detector = SpikeDetector(factor=10.0, window=5, min_history=3)
+    flags = [detector.update(v) for v in [1.0, 50.0, 1.2, 0.9, 1.1, 11.5, 1.0, 9.0]]
+    # 50 comes before 3 values are known; 11.5 > 10 x median(1.0, 50, 1.2, 0.9, 1.1) = 11
+    assert flags == [False, False, False, False, False, True, False, False]
+    assert detector.spikes == [5]
+    assert detector.threshold == pytest.approx(10 * 1.1)  # median of the last 5
+    assert detector.update(float("nan")) and detector.update(float("inf"))
+    assert detector.spikes == [5, 8, 9]
+    assert len(detector.history) == 5  # NaN/Inf never enter the history
+
+
+def test_spike_detector_accepts_tensors_and_rejects_bad_settings():
+    from exploding_gradients.monitor import SpikeDetector, detect_spikes
+
+    assert detect_spikes([torch.tensor(1.0)] * 5 + [torch.tensor(100.0)], min_history=5) == [5]
+    # a lasting change of scale stops being flagged once it fills half the window
+    flagged = detect_spikes([1.0] * 10 + [100.0] * 10, window=6, min_history=3)
+    assert flagged == [10, 11, 12]
+    with pytest.raises(ValueError):
+        SpikeDetector(factor=0.0)
+    with pytest.raises(ValueError):
+        SpikeDetector(window=3, min_history=4)
+
+
+class FakeWriter:
+    """What log_to_tensorboard needs of torch.utils.tensorboard.SummaryWriter."""
+
+    def __init__(self):
+        self.scalars = []
+
+    def add_scalar(self, tag, value, global_step=None):
+        self.scalars.append((tag, value, global_step))
+
+
+def test_log_to_tensorboard_writes_each_layer_statistic():
+    from exploding_gradients.monitor import log_to_tensorboard
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    writer = FakeWriter()
+    with GradientMonitor(model) as monitor:
+        model(torch.randn(5, 3)).sum().backward()
+        written = monitor.log_to(writer, step=7)
+        rows = monitor.layer_stats()
+    assert written == len(writer.scalars) == 2 * 4  # 2 layers x 4 numeric statistics
+    tags = {tag: (value, step) for tag, value, step in writer.scalars}
+    assert tags["monitor/grad_norm/2"] == (rows[1]["grad_norm"], 7)
+    assert tags["monitor/nonfinite/0"] == (0.0, 7)
+    assert set(tags) == {f"monitor/{k}/{n}" for k in ("grad_norm", "delta_norm",
+                                                      "preact_var", "nonfinite")
+                         for n in ("0", "2")}
+    writer = FakeWriter()
+    assert log_to_tensorboard(writer, {"loss": torch.tensor(0.5), "note": "x"}, 3, "train") == 1
+    assert writer.scalars == [("train/loss", 0.5, 3)]
+
+
+def test_update_ratios_per_layer():
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with GradientMonitor(model) as monitor:
+        model(torch.randn(5, 3)).pow(2).sum().backward()
+        before = [model[0].weight.detach().clone(), model[2].weight.detach().clone()]
+        monitor.before_step()
+        opt.step()
+        ratios = monitor.update_ratios()
+    for (name, ratio), w0, layer in zip(ratios.items(), before, (model[0], model[2]),
+                                        strict=True):
+        expected = (layer.weight.detach() - w0).norm() / w0.norm()
+        assert ratio == pytest.approx(expected.item(), rel=1e-6), name
+    with pytest.raises(RuntimeError):
+        monitor.update_ratios()  # one reading per before_step
+
+
+def test_disabled_monitor_has_no_hooks():
+    model = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 1))
+    monitor = GradientMonitor(model, enabled=False)
+    assert not monitor.enabled and not model[0]._forward_hooks
+    monitor.enabled = True
+    assert monitor.enabled and len(model[0]._forward_hooks) == 1
+    monitor.enabled = True  # idempotent: still one hook
+    assert len(model[0]._forward_hooks) == 1
+    model(torch.randn(2, 3)).sum().backward()
+    monitor.enabled = False
+    assert not model[0]._forward_hooks
+    assert monitor.layer_stats()[0]["delta_norm"] > 0  # what was recorded stays readable
+
+
+def test_statistics_match_direct_computation_in_half_precision():
+    lin = nn.Linear(4, 3).to(torch.bfloat16)
+    x = torch.randn(6, 4, dtype=torch.bfloat16)
+    with GradientMonitor(nn.Sequential(lin)) as monitor:
+        out = lin(x)
+        out.retain_grad()
+        out.float().pow(2).sum().backward()
+        (row,) = monitor.layer_stats()
+    assert row["delta_norm"] == out.grad.float().norm().item()
+    assert row["preact_var"] == out.detach().float().var(unbiased=False).item()
+    assert row["grad_norm"] == lin.weight.grad.norm().item()
+
+
+def test_train_without_monitoring_logs_no_gradient_statistics():
+    from exploding_gradients.train import minibatches, train
+
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(32, 3, generator=gen), torch.randn(32, 1, generator=gen)
+    runs = {}
+    for monitor in (True, False):
+        torch.manual_seed(1)
+        model = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 1))
+        runs[monitor] = train(model, minibatches(x, y, 8, torch.Generator().manual_seed(2)),
+                              nn.functional.mse_loss, optimizer="sgd", lr=0.1, steps=6,
+                              log_every=3, layers={"0": model[0]}, monitor=monitor)
+    on, off = runs[True], runs[False]
+    assert [r["loss"] for r in on.steps] == [r["loss"] for r in off.steps]  # same training
+    assert all(math.isfinite(r["grad_norm"]) for r in on.steps)
+    assert all(math.isnan(r["grad_norm"]) for r in off.steps)
+    assert "update_ratio" in on.steps[0] and "update_ratio" not in off.steps[0]
+    assert len(on.layers) == 3 and off.layers == []  # steps 0, 3, 6
+
+
+def test_total_norm_is_get_total_norm_bit_for_bit():
+    from exploding_gradients.train import total_norm
+
+    gen = torch.Generator().manual_seed(0)
+    grads = [torch.randn(s, generator=gen) * 10.0**k
+             for k, s in zip(range(-6, 6), [(7,), (3, 5), (64, 64), (1,)] * 3, strict=True)]
+    assert total_norm(grads).item() == torch.nn.utils.get_total_norm(grads).item()
+    mixed = [g.double() if i % 2 else g for i, g in enumerate(grads)]
+    assert total_norm(mixed).item() == torch.nn.utils.get_total_norm(mixed).item()
+
+
+def test_benchmark_monitoring_reports_a_ratio():
+    from exploding_gradients.timing import benchmark_monitoring
+
+    result = benchmark_monitoring({"depth": 2, "width": 8, "n_train": 64}, steps=4, repeat=2,
+                                  log_every=2)
+    assert len(result["ratios"]) == 2 and result["ratio"] > 0
+    assert result["on_step_seconds"] > 0 and result["off_step_seconds"] > 0
+    assert result["ended_early"] is False
+
+
+def test_spike_warnings_measures_the_lead_before_divergence():
+    import pandas as pd
+
+    from exploding_gradients.analysis import spike_warnings
+
+    def run(seed, norms, diverged):
+        return pd.DataFrame({"seed": seed, "layer": 0, "step": range(len(norms)),
+                             "grad_norm": norms, "diverged_step": diverged})
+
+    steady = [1.0] * 30
+    table = pd.concat([
+        # an early transient at 8, the final blow-up from 25, NaN at step 29
+        run(0, steady[:8] + [50.0] + steady[:16] + [20.0, 400.0, 1e4, 1e6, float("nan")], 29),
+        run(1, steady, -1),                                   # healthy: no flag
+        run(2, steady[:20] + [1.5, 2.0, float("inf")], 22),   # diverges without warning
+    ])
+    out = spike_warnings(table, window=10, min_history=5).set_index("seed")
+    assert out.loc[0, "n_flags"] == 5  # 8, 25, 26, 27, 28 (the NaN step is not judged)
+    assert (out.loc[0, "first_flag"], out.loc[0, "lead_first"]) == (8, 21)
+    assert (out.loc[0, "episode_start"], out.loc[0, "lead_episode"]) == (25, 4)
+    assert out.loc[1, "n_flags"] == 0 and math.isnan(out.loc[1, "lead_first"])
+    assert out.loc[2, "diverged_step"] == 22 and math.isnan(out.loc[2, "lead_episode"])
+
+
+def test_anomaly_report_names_the_backward_function():
+    from exploding_gradients.monitor import anomaly_report
+
+    w = torch.zeros(3, requires_grad=True)
+
+    def step():
+        y = w.sqrt()  # Inf slope at 0, times 0: NaN
+        (y * 0).sum().backward()
+
+    report = anomaly_report(step)
+    assert report["raised"] and report["function"] == "SqrtBackward0"
+    assert report["forward_code"] == "y = w.sqrt()  # Inf slope at 0, times 0: NaN"
+    assert report["forward_file"].endswith("test_monitor.py")
+    healthy = anomaly_report(lambda: (w * 2).sum().backward())
+    assert not healthy["raised"] and healthy["function"] == ""

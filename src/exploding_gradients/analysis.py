@@ -416,3 +416,42 @@ def time_ratios(name: str, base: dict, variants: dict[str, dict], steps: tuple[i
                      "extra_setup_steps": (fit[k][1] - base_setup) / base_slope}
                     for k in variants)
     return pd.DataFrame(rows)
+
+
+def spike_warnings(runs: pd.DataFrame, by: list[str] | None = None, factor: float = 10.0,
+                   window: int = 20, min_history: int = 5) -> pd.DataFrame:
+    """How early a :class:`.monitor.SpikeDetector` on the gradient norm warns of divergence.
+
+    ``runs`` is a ``training``-style table (rows ``layer == 0``: ``step``, ``grad_norm``
+    per step, ``diverged_step``).  The detector sees each seed's gradient norms in step
+    order, up to but not including the step that diverged (whose NaN/Inf it would flag
+    trivially).  Per seed (and group in ``by``): ``diverged_step`` (-1 if none), ``n_flags``
+    (steps flagged), ``first_flag`` and ``lead_first`` = diverged_step - first_flag, and
+    ``episode_start``/``lead_episode`` for the final episode of flags (flags separated by
+    more than ``window`` unflagged steps start a new episode, so an early transient that
+    the network recovered from does not count as warning of the final blow-up).  Leads
+    are NaN for a run that did not diverge or was never flagged before it did.
+    """
+    from .monitor import detect_spikes
+
+    keys = [*(by or []), "seed"]
+    steps = runs[runs["layer"] == 0] if "layer" in runs else runs
+    rows = []
+    for key, group in steps.groupby(keys, sort=False):
+        group = group.sort_values("step")
+        diverged = int(group["diverged_step"].iloc[0])
+        before = group[group["step"] < diverged] if diverged >= 0 else group
+        flagged = [int(before["step"].iloc[i])
+                   for i in detect_spikes(before["grad_norm"].to_numpy(dtype=float), factor,
+                                          window, min_history)]
+        start = flagged[0] if flagged else None
+        for prev, cur in zip(flagged, flagged[1:], strict=False):
+            if cur - prev > window:
+                start = cur
+        hit = diverged >= 0 and bool(flagged)
+        rows.append({**_named(keys, key), "diverged_step": diverged, "n_flags": len(flagged),
+                     "first_flag": flagged[0] if flagged else np.nan,
+                     "episode_start": start if flagged else np.nan,
+                     "lead_first": diverged - flagged[0] if hit else np.nan,
+                     "lead_episode": diverged - start if hit else np.nan})
+    return pd.DataFrame(rows)

@@ -1,11 +1,11 @@
-"""Watch gradients inside any ``nn.Module`` with hooks.
+"""Watch gradients inside any ``nn.Module`` with hooks, and catch an explosion early.
 
 >>> monitor = GradientMonitor(model)          # every Linear/Conv/RNN layer by default
 >>> loss = criterion(model(x), y); loss.backward()
 >>> monitor.layer_stats()                     # one dict per watched layer
 >>> monitor.remove()
 
-For each watched module it records, on every forward/backward pass:
+For each watched module it records, on every forward/backward pass while enabled:
 
 * ``preact_var`` - variance of the module's output (for a Linear layer: the
   pre-activation the mean-field theory describes);
@@ -16,10 +16,27 @@ For each watched module it records, on every forward/backward pass:
 * ``nonfinite`` - whether the output or its gradient held a NaN/Inf
   (:meth:`GradientMonitor.first_nonfinite` says where it started).
 
-Only the last pass is kept; the training loop decides when to read it.
+Only the last pass is kept; the training loop decides when to read it.  The statistics
+stay tensors until they are read and are then converted all at once, so a pass costs
+one variance per layer and no host-device synchronisation per layer; the gradients
+w.r.t. the outputs are kept until then and their norms taken in one fused call (so an
+enabled monitor holds one such tensor per layer between a backward pass and the next
+read).  A disabled monitor has *no* hooks registered: it costs nothing at all.
+
+Also here: :meth:`GradientMonitor.before_step` / :meth:`~GradientMonitor.update_ratios`
+(the per-layer update-to-weight ratio of one optimizer step), :class:`SpikeDetector`
+(flags a gradient norm far above its recent median) and :func:`log_to_tensorboard`
+(any writer with ``add_scalar``, such as ``torch.utils.tensorboard.SummaryWriter``).
 """
 
 from __future__ import annotations
+
+import math
+import re
+import statistics
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -27,8 +44,85 @@ from torch import nn
 WATCHED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.RNNBase)
 
 
+def as_floats(tensors: list[torch.Tensor]) -> list[float]:
+    """Scalar tensors as Python floats, converted together: one host-device copy, not one
+    ``.item()`` (and one synchronisation) per tensor."""
+    if not tensors:
+        return []
+    if len({(t.dtype, t.device) for t in tensors}) > 1:  # exact: float64 holds them all
+        tensors = [t.to("cpu", torch.float64) for t in tensors]
+    return torch.stack(tensors).tolist()
+
+
+@torch.no_grad()
+def norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """L2 norm of each tensor, as scalar tensors; one fused call when they share a device."""
+    if not tensors:
+        return []
+    if len({t.device for t in tensors}) == 1:
+        return list(torch._foreach_norm(tensors))
+    return [torch.linalg.vector_norm(t) for t in tensors]
+
+
+def _weight(module: nn.Module) -> torch.Tensor | None:
+    weight = getattr(module, "weight", None)
+    if weight is None:  # e.g. RNNs name theirs weight_ih_l0
+        weight = next(module.parameters(), None)
+    return weight
+
+
+class UpdateRatio:
+    """Update-to-weight ratio ``||W_after - W_before|| / ||W_before||`` of one optimizer step.
+
+    Call :meth:`before_step` right before ``optimizer.step()`` (it copies the tensors into
+    a buffer allocated once and reused, instead of cloning them each time) and
+    :meth:`total` or :meth:`per_tensor` right after.
+    """
+
+    def __init__(self, params: Iterable[torch.Tensor]):
+        self.params = list(params)
+        self._before: list[torch.Tensor] | None = None
+        self._ready = False
+
+    @torch.no_grad()
+    def before_step(self) -> None:
+        if self._before is None or any(b.shape != p.shape or b.dtype != p.dtype
+                                       for b, p in zip(self._before, self.params, strict=True)):
+            self._before = [torch.empty_like(p, memory_format=torch.preserve_format)
+                            for p in self.params]
+        torch._foreach_copy_(self._before, self.params)
+        self._ready = True
+
+    @torch.no_grad()
+    def _norms(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per tensor: (norm of the update, norm of the weights before it)."""
+        if not self._ready:
+            raise RuntimeError("UpdateRatio: call before_step() before the optimizer step")
+        self._ready = False
+        weight = norms(self._before)
+        # before - after in place: the update with its sign flipped, so the same norm
+        torch._foreach_sub_(self._before, self.params)
+        return norms(self._before), weight
+
+    def total(self) -> float:
+        """The ratio over all tensors together (as if flattened into one vector)."""
+        update, weight = self._norms()
+        return (torch.linalg.vector_norm(torch.stack(update))
+                / torch.linalg.vector_norm(torch.stack(weight))).item()
+
+    def per_tensor(self) -> list[float]:
+        """The ratio of each tensor on its own."""
+        update, weight = self._norms()
+        return as_floats(list(torch._foreach_div(update, weight)))
+
+
 class GradientMonitor:
-    """Forward/backward hooks that record per-layer statistics of ``model``."""
+    """Forward/backward hooks that record per-layer statistics of ``model``.
+
+    ``enabled`` can be switched at any time: a disabled monitor has no hooks registered
+    (they are removed, not skipped), so a training loop that reads the statistics only
+    every few steps pays for the hooks only on those steps.
+    """
 
     def __init__(self, model: nn.Module, modules: dict[str, nn.Module] | None = None,
                  enabled: bool = True):
@@ -37,21 +131,35 @@ class GradientMonitor:
         if not modules:
             raise ValueError("GradientMonitor found no layers to watch; pass modules=")
         self.modules = dict(modules)
-        self.enabled = enabled
+        # The last pass: statistics already read (floats), those not yet read (scalar
+        # tensors), and the gradients w.r.t. each output, whose norms are taken when read.
         self._stats: dict[str, dict[str, float]] = {name: {} for name in self.modules}
-        self._handles = [
-            m.register_forward_hook(self._forward_hook(name)) for name, m in self.modules.items()
-        ]
+        self._pending: dict[str, dict[str, torch.Tensor]] = {name: {} for name in self.modules}
+        self._grads: dict[str, torch.Tensor] = {}
+        self._handles: list = []
+        self._update: UpdateRatio | None = None
+        self.enabled = enabled
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the hooks are registered (passes are recorded)."""
+        return bool(self._handles)
+
+    @enabled.setter
+    def enabled(self, value: bool) -> None:
+        if value and not self._handles:
+            self._handles = [m.register_forward_hook(self._forward_hook(name))
+                             for name, m in self.modules.items()]
+        elif not value:
+            self.remove()
 
     def _forward_hook(self, name: str):
         def hook(module, inputs, output):
-            if not self.enabled:
-                return
             out = output[0] if isinstance(output, tuple) else output
-            stats = self._stats[name]
-            with torch.no_grad():
-                stats["preact_var"] = out.detach().float().var(unbiased=False).item()
-                stats["nonfinite_output"] = not torch.isfinite(out).all().item()
+            value = out.detach()
+            if value.numel():
+                # now, not when read: a later in-place op (ReLU(inplace=True)) may change it
+                self._pending[name]["preact_var"] = value.float().var(unbiased=False)
             if out.requires_grad:
                 out.register_hook(self._backward_hook(name))
 
@@ -59,28 +167,52 @@ class GradientMonitor:
 
     def _backward_hook(self, name: str):
         def hook(grad):
-            stats = self._stats[name]
-            stats["delta_norm"] = grad.detach().float().norm().item()
-            stats["nonfinite_grad"] = not torch.isfinite(grad).all().item()
+            if grad.numel():
+                self._grads[name] = grad.detach()  # its norm is taken when read, all at once
 
         return hook
 
+    def _read(self, extra: list[torch.Tensor] = ()) -> tuple[dict[str, dict], list[float]]:
+        """The last pass's statistics as floats, and ``extra`` scalar tensors as floats:
+        everything not yet read is converted in one go."""
+        grad_names = list(self._grads)
+        delta = norms([self._grads[name].float() for name in grad_names])
+        for name, value in zip(grad_names, delta, strict=True):
+            self._pending[name]["delta_norm"] = value
+        self._grads.clear()
+        keys = [(name, key) for name, raw in self._pending.items() for key in raw]
+        values = as_floats([self._pending[name][key] for name, key in keys] + list(extra))
+        for (name, key), value in zip(keys, values, strict=False):
+            self._stats[name][key] = value
+        for raw in self._pending.values():
+            raw.clear()
+        return self._stats, values[len(keys):]
+
+    @staticmethod
+    def _nonfinite(stats: dict[str, float], key: str) -> bool:
+        return not math.isfinite(stats.get(key, 0.0))
+
     def layer_stats(self) -> list[dict]:
-        """One dict per watched layer (in registration order) with the last pass's stats."""
+        """One dict per watched layer (in registration order) with the last pass's stats.
+
+        ``nonfinite`` says the layer's output or the gradient w.r.t. it held a NaN/Inf,
+        read off ``preact_var`` and ``delta_norm``, which are then NaN/Inf too (as they
+        are when the values are so large, beyond ~1e19, that their squares overflow).
+        """
+        grads = [None if w is None else w.grad for w in map(_weight, self.modules.values())]
+        present = [g.detach() for g in grads if g is not None]
+        stats, grad_norms = self._read(norms(present))
+        grad_norms = iter(grad_norms)
         rows = []
-        for index, (name, module) in enumerate(self.modules.items(), start=1):
-            weight = getattr(module, "weight", None)
-            if weight is None:  # e.g. RNNs name theirs weight_ih_l0
-                weight = next(module.parameters(), None)
-            grad = None if weight is None else weight.grad
+        for index, (name, grad) in enumerate(zip(self.modules, grads, strict=True), start=1):
+            s = stats[name]
             rows.append({
                 "layer": index,
                 "name": name,
-                "grad_norm": float("nan") if grad is None else grad.detach().norm().item(),
-                "delta_norm": self._stats[name].get("delta_norm", float("nan")),
-                "preact_var": self._stats[name].get("preact_var", float("nan")),
-                "nonfinite": any(self._stats[name].get(k, False)
-                                 for k in ("nonfinite_output", "nonfinite_grad")),
+                "grad_norm": float("nan") if grad is None else next(grad_norms),
+                "delta_norm": s.get("delta_norm", float("nan")),
+                "preact_var": s.get("preact_var", float("nan")),
+                "nonfinite": self._nonfinite(s, "preact_var") or self._nonfinite(s, "delta_norm"),
             })
         return rows
 
@@ -89,27 +221,162 @@ class GradientMonitor:
 
         Forward first: the input-most layer whose output was non-finite.  Otherwise the
         backward pass: the output-most layer whose gradient was non-finite, since the
-        backward pass reaches it first.
+        backward pass reaches it first.  (Non-finite as in :meth:`layer_stats`.)
         """
+        stats, _ = self._read()
         for name in self.modules:
-            if self._stats[name].get("nonfinite_output"):
+            if self._nonfinite(stats[name], "preact_var"):
                 return name
         for name in reversed(self.modules):
-            if self._stats[name].get("nonfinite_grad"):
+            if self._nonfinite(stats[name], "delta_norm"):
                 return name
         return None
+
+    def before_step(self) -> None:
+        """Remember the watched layers' weights; call right before ``optimizer.step()``."""
+        weights = [w for w in map(_weight, self.modules.values()) if w is not None]
+        if self._update is None or list(map(id, self._update.params)) != list(map(id, weights)):
+            self._update = UpdateRatio(weights)
+        self._update.before_step()
+
+    def update_ratios(self) -> dict[str, float]:
+        """``||W_after - W_before|| / ||W_before||`` of each watched layer's weight since
+        :meth:`before_step` (the update-to-weight ratio of that optimizer step)."""
+        if self._update is None:
+            raise RuntimeError("GradientMonitor: call before_step() before optimizer.step()")
+        names = [n for n, m in self.modules.items() if _weight(m) is not None]
+        return dict(zip(names, self._update.per_tensor(), strict=True))
+
+    def log_to(self, writer, step: int, prefix: str = "monitor") -> int:
+        """Write :meth:`layer_stats` to a TensorBoard-style ``writer`` (see
+        :func:`log_to_tensorboard`); returns the number of scalars written."""
+        return log_to_tensorboard(writer, self.layer_stats(), step, prefix)
 
     def remove(self) -> None:
         """Detach every hook; the model is left as it was."""
         for handle in self._handles:
             handle.remove()
-        self._handles.clear()
+        self._handles = []
 
     def __enter__(self) -> GradientMonitor:
         return self
 
     def __exit__(self, *exc) -> None:
         self.remove()
+
+
+class SpikeDetector:
+    """Flags a value far above its recent past: a gradient-norm spike.
+
+    ``update(value)`` returns True when ``value`` exceeds ``factor`` times the median of
+    the previous ``window`` values (the median, not the mean, so one earlier spike does
+    not raise the bar), or when it is NaN/Inf.  Nothing is flagged until ``min_history``
+    values have been seen.  Every finite value, flagged or not, joins the history, so a
+    lasting change of scale stops being flagged after about ``window / 2`` steps.
+    """
+
+    def __init__(self, factor: float = 10.0, window: int = 20, min_history: int = 5):
+        if not factor > 0 or not math.isfinite(factor):
+            raise ValueError(f"factor must be a positive number, got {factor!r}")
+        if not 1 <= min_history <= window:
+            raise ValueError(f"need 1 <= min_history <= window, got {min_history}, {window}")
+        self.factor = factor
+        self.min_history = min_history
+        self.history: deque[float] = deque(maxlen=window)
+        self.steps = 0
+        self.spikes: list[int] = []  # positions (0, 1, ... in update order) flagged
+
+    @property
+    def threshold(self) -> float | None:
+        """The value above which the next one is flagged (None while warming up)."""
+        if len(self.history) < self.min_history:
+            return None
+        return self.factor * statistics.median(self.history)
+
+    def update(self, value) -> bool:
+        """Record ``value`` (a float or a scalar tensor); True if it is a spike."""
+        value = float(value)
+        threshold = self.threshold
+        spike = not math.isfinite(value) or (threshold is not None and value > threshold)
+        if spike:
+            self.spikes.append(self.steps)
+        if math.isfinite(value):
+            self.history.append(value)
+        self.steps += 1
+        return spike
+
+
+def detect_spikes(values: Iterable[float], factor: float = 10.0, window: int = 20,
+                  min_history: int = 5) -> list[int]:
+    """Positions in ``values`` that a fresh :class:`SpikeDetector` flags."""
+    detector = SpikeDetector(factor, window, min_history)
+    for value in values:
+        detector.update(value)
+    return detector.spikes
+
+
+def log_to_tensorboard(writer, stats, step: int, prefix: str = "monitor") -> int:
+    """Write monitoring statistics with ``writer.add_scalar(tag, value, step)``.
+
+    ``writer`` is anything with that method, e.g.
+    ``torch.utils.tensorboard.SummaryWriter`` (TensorBoard is not needed otherwise).
+    ``stats`` is either :meth:`GradientMonitor.layer_stats`' rows, written as
+    ``prefix/<statistic>/<layer name>`` (one TensorBoard chart per statistic, one curve
+    per layer), or a mapping ``{name: value}`` such as
+    :meth:`GradientMonitor.update_ratios` or ``{"grad_norm": total}``, written as
+    ``prefix/<name>``.  Returns the number of scalars written.
+    """
+    if isinstance(stats, Mapping):
+        items = [(f"{prefix}/{key}", value) for key, value in stats.items()]
+    else:
+        items = [(f"{prefix}/{key}/{row['name']}", value) for row in stats
+                 for key, value in row.items() if key not in ("layer", "name")]
+    written = 0
+    for tag, value in items:
+        if isinstance(value, torch.Tensor):
+            value = value.item()
+        if isinstance(value, (bool, int, float)):
+            writer.add_scalar(tag, float(value), step)
+            written += 1
+    return written
+
+
+
+def anomaly_report(step: Callable[[], object]) -> dict:
+    """Run ``step()`` (a forward and backward pass) under
+    ``torch.autograd.detect_anomaly()`` and say what anomaly mode reported.
+
+    Anomaly mode raises when a backward function *returns NaN* (not Inf), naming that
+    function, and warns with the traceback of the forward call that created it.  Returns
+    ``raised`` (whether it raised), ``function`` (the backward function it named, e.g.
+    ``AddmmBackward0``; "" if none), ``error`` (its message) and ``forward_code`` /
+    ``forward_file`` (the innermost line of that forward traceback, and its file).  Any
+    other exception propagates.
+    """
+    report = {"raised": False, "function": "", "error": "", "forward_code": "",
+              "forward_file": ""}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with torch.autograd.detect_anomaly():
+                step()
+        except RuntimeError as error:
+            match = re.search(r"Function '(\w+)' returned nan", str(error))
+            if match is None:
+                raise
+            report.update(raised=True, function=match.group(1),
+                          error=str(error).splitlines()[0])
+    for warning in caught:
+        text = str(warning.message)
+        if "Traceback of forward call" in text:
+            lines = text.splitlines()
+            for i, line in enumerate(lines):  # innermost frame last
+                frame = re.match(r'\s*File "([^"]+)", line \d+', line)
+                if frame:
+                    code = lines[i + 1] if i + 1 < len(lines) else ""
+                    report["forward_file"] = frame.group(1)
+                    report["forward_code"] = code.strip() if code.startswith("    ") else ""
+    return report
 
 
 _MAX_SLOPE: dict[str, float] = {}

@@ -7,11 +7,23 @@ than absolute seconds, which depend on the reader's laptop.
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import gc
+import json
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-from .experiments import get
+import pandas as pd
+import torch
+
+from .experiments import get, make_data
+from .init import LSUV_BATCH, lsuv_
+from .models import build_mlp
+from .remedies import Remedies
+from .train import minibatches, train
 
 
 def seconds(fn: Callable[[], object], repeat: int = 3, warmup: int = 1) -> float:
@@ -32,3 +44,138 @@ def experiment_seconds(name: str, config: dict | None = None, seed: int = 0, rep
     exp = get(name)
     resolved = exp.resolve({**(config or {}), **overrides})
     return seconds(lambda: exp.func(resolved, seed), repeat=repeat)
+
+
+def _training_variants(config: dict | None, steps: int, repeat: int, seed: int,
+                       variants: dict[str, tuple[dict, Callable[[], object]]],
+                       overrides: dict) -> dict:
+    """CPU seconds per step of the ``training`` experiment's loop, per variant.
+
+    The model and data of ``config`` are built once, as the experiment builds them; every
+    timed run trains a fresh copy of the initial weights on the same minibatches for
+    ``steps`` steps, without test-set evaluation.  ``variants`` maps a name to
+    (extra keyword arguments of :func:`.train.train`, a context-manager factory wrapped
+    around the run).  The variants run in turn, in an order rotated each repetition, so
+    a change in the machine's speed hits them alike; one untimed warm-up run each.  Many
+    short rounds measure a ratio better than a few long ones.  Python's garbage collector
+    is paused during each timed run, as :mod:`timeit` does: a full collection of a large
+    process takes as long as a whole short run and would land in one of them at random.
+    Time is the process's CPU time: on a shared machine, wall-clock time also counts
+    the time other programs held the CPU.
+    """
+    cfg = get("training").resolve({**(config or {}), **overrides, "steps": steps})
+    data = make_data(cfg)
+    gen = torch.Generator().manual_seed(seed)
+    model = build_mlp(cfg, d_in=cfg["d_in"], d_out=data.d_out, generator=gen)
+    if cfg["init"] == "lsuv":
+        lsuv_(model, data.x_train[:LSUV_BATCH])
+    state = gen.get_state()
+
+    def once(extra: dict, context: Callable[[], object]) -> tuple[float, bool]:
+        run_model = copy.deepcopy(model)
+        layers = {f"blocks.{i}.linear": lin for i, lin in enumerate(run_model.hidden_linears())}
+        batches = minibatches(data.x_train, data.y_train, cfg["batch_size"],
+                              torch.Generator().set_state(state))
+        enabled = gc.isenabled()
+        gc.disable()  # as timeit does: a full collection would land in one run at random
+        try:
+            start = time.process_time()
+            with context():
+                log = train(run_model, batches, data.loss, optimizer=cfg["optimizer"],
+                            lr=cfg["lr"], steps=steps, remedies=Remedies.from_config(cfg),
+                            log_every=cfg["log_every"],
+                            final=tuple(run_model.readout.parameters()),
+                            **{"layers": layers, **extra})
+            elapsed = time.process_time() - start
+        finally:
+            if enabled:
+                gc.enable()
+        return elapsed, log.diverged_step is not None or log.stopped_step is not None
+
+    names = list(variants)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    ended_early = False
+    for name in names:
+        once(*variants[name])
+    for r in range(repeat):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            elapsed, early = once(*variants[name])
+            times[name].append(elapsed / steps)
+            ended_early |= early
+    return {"times": times, "ended_early": ended_early}
+
+
+def _ratio_summary(times: dict[str, list[float]], on: str, off: str) -> dict:
+    """Medians per step, and the on/off ratio as the median of the rounds' ratios: each
+    round's two runs ran back to back, so their ratio is little disturbed by the load
+    other programs put on a shared machine, and the median discards the rounds that were.
+    """
+    pairs = [a / b for a, b in zip(times[on], times[off], strict=True)]
+    return {f"{on}_step_seconds": statistics.median(times[on]),
+            f"{off}_step_seconds": statistics.median(times[off]),
+            "ratio": statistics.median(pairs), "ratio_min": min(pairs),
+            "ratio_max": max(pairs), "ratios": pairs}
+
+
+def benchmark_monitoring(config: dict | None = None, steps: int = 50, repeat: int = 20,
+                         seed: int = 0, **overrides) -> dict:
+    """How much the training loop's monitoring adds to a step: on/off CPU time ratio.
+
+    ``config`` (and ``overrides``) describe a ``training`` experiment, validated as by
+    :func:`.experiments.run`.  *On* is the loop as the experiment runs it: the total
+    gradient norm every step, and every ``log_every`` steps the update-to-weight ratio
+    and the :class:`.monitor.GradientMonitor` statistics of every hidden Linear.  *Off*
+    is ``train(..., monitor=False)``, which computes none of them.  Neither evaluates on
+    the test set.  Returns the median CPU seconds per step of each (``on_step_seconds``,
+    ``off_step_seconds``), the on/off ratio of each of the ``repeat`` rounds (``ratios``,
+    with ``ratio_min``/``ratio_max``) and their median ``ratio``, and ``ended_early`` (a
+    run diverged or stopped, so the two compare different work; pick a healthy
+    configuration).  A run of ``steps`` steps records steps 0, log_every, ... and the
+    last, so a short run samples slightly more often than a long one.
+    """
+    result = _training_variants(config, steps, repeat, seed,
+                                {"on": ({}, contextlib.nullcontext),
+                                 "off": ({"monitor": False}, contextlib.nullcontext)},
+                                overrides)
+    return {**_ratio_summary(result["times"], "on", "off"), "steps": steps,
+            "repeat": repeat, "ended_early": result["ended_early"]}
+
+
+def benchmark_anomaly_detection(config: dict | None = None, steps: int = 20, repeat: int = 3,
+                                seed: int = 0, **overrides) -> dict:
+    """Cost of ``torch.autograd.detect_anomaly()`` around the same loop: on/off ratio.
+
+    As :func:`benchmark_monitoring`, with both variants unmonitored
+    (``monitor=False``) and *on* run inside ``torch.autograd.detect_anomaly()``, which
+    records a traceback for every operation of the forward pass and checks every output
+    of the backward pass for NaN.  Same keys as :func:`benchmark_monitoring`, with
+    ``anomaly_step_seconds`` and ``plain_step_seconds``.
+    """
+    result = _training_variants(config, steps, repeat, seed,
+                                {"anomaly": ({"monitor": False}, torch.autograd.detect_anomaly),
+                                 "plain": ({"monitor": False}, contextlib.nullcontext)},
+                                overrides)
+    return {**_ratio_summary(result["times"], "anomaly", "plain"), "steps": steps,
+            "repeat": repeat, "ended_early": result["ended_early"]}
+
+
+def benchmark_record(path: Path | None = None) -> pd.DataFrame | None:
+    """The last ``make benchmark`` record of this machine as a table of ratios, or None.
+
+    ``benchmarks/latest.json`` beside the package's source tree (written by
+    ``benchmarks/run.py``; not versioned, since it describes one machine).
+    """
+    path = path or Path(__file__).resolve().parents[2] / "benchmarks" / "latest.json"
+    if not path.is_file():
+        return None
+    rec = json.loads(path.read_text())
+    book = rec["book"]
+    rows = [("batched / looped seeds (speed-up per seed-step)", rec["batched_seeds"]["ratio"]),
+            ("all cores / one process (sweep speed-up)", rec["parallel_sweep"]["ratio"]),
+            ("monitoring on / off (time per step)", rec["monitoring"]["ratio"]),
+            ("warm / cold book build", book["warm_s"] / book["cold_s"]),
+            ("incremental / cold book build", book["incremental_s"] / book["cold_s"]),
+            ("cold book build, seconds", book["cold_s"])]
+    return pd.DataFrame(rows, columns=["measurement", "value"]).assign(
+        machine=rec["machine"], date=rec["date"], commit=rec["commit"],
+        profile=book["profile"])

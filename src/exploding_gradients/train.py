@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .monitor import GradientMonitor
+from .monitor import GradientMonitor, UpdateRatio
 from .remedies import Remedies
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
@@ -64,7 +64,8 @@ def train(model: nn.Module, next_batch: Callable[[], Batch],
           loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *, optimizer: str,
           lr: float, steps: int, remedies: Remedies = NO_REMEDIES, log_every: int = 10,
           layers: dict[str, nn.Module] | None = None, final: tuple[torch.Tensor, ...] = (),
-          evaluate: Callable[[nn.Module, Batch], dict] | None = None) -> TrainLog:
+          evaluate: Callable[[nn.Module, Batch], dict] | None = None,
+          monitor: bool = True) -> TrainLog:
     """Train ``model`` for ``steps`` steps on minibatches from ``next_batch()``.
 
     Every step logs the loss (without the weight penalty), the total gradient norm
@@ -74,18 +75,24 @@ def train(model: nn.Module, next_batch: Callable[[], Batch],
     ``evaluate(model, batch)`` returns (test metrics, say), computed after the backward
     pass and before the update.  ``final`` holds the output layer's parameters, which
     adaptive clipping leaves alone.
+
+    ``monitor=False`` turns all of that monitoring off - total gradient norm (logged as
+    NaN), update ratio, per-layer statistics - to time the bare loop against it (see
+    :func:`.timing.benchmark_monitoring`).  A non-finite gradient is then caught one step
+    later, by the loss.  The monitor's hooks are registered only during sampled steps.
     """
     opt = make_optimizer(optimizer, model.parameters(), lr)
     params = [p for p in model.parameters() if p.requires_grad]
-    monitor = GradientMonitor(model, layers) if layers != {} else None
+    watcher = GradientMonitor(model, layers, enabled=False) if monitor and layers != {} else None
+    ratio = UpdateRatio(params) if monitor else None
     log = TrainLog()
     best: tuple[float, dict] | None = None  # (score, weights) for early stopping
     first_loss = None
     try:
         for step in range(steps + 1):
             sampled = step % log_every == 0 or step == steps
-            if monitor:
-                monitor.enabled = sampled
+            if watcher:
+                watcher.enabled = sampled  # hooks only on the steps that are recorded
             model.train()
             batch = next_batch()
             loss = loss_fn(model(batch[0]), batch[1])
@@ -98,18 +105,19 @@ def train(model: nn.Module, next_batch: Callable[[], Batch],
                 break
             opt.zero_grad(set_to_none=True)
             (loss + remedies.penalty_term(params)).backward()
-            row["grad_norm"] = torch.nn.utils.get_total_norm([p.grad for p in params]).item()
+            if monitor:
+                row["grad_norm"] = total_norm([p.grad for p in params]).item()
             if sampled:
-                if monitor:
-                    log.layers.extend({"step": step, **s} for s in monitor.layer_stats())
-                    monitor.enabled = False  # evaluation must not overwrite training stats
+                if watcher:
+                    log.layers.extend({"step": step, **s} for s in watcher.layer_stats())
+                    watcher.enabled = False  # evaluation must not overwrite training stats
                 if evaluate:
                     row.update(evaluate(model, batch))
                 if remedies.stop_factor:
                     score = row.get("test_loss", row["loss"])
                     if math.isfinite(score) and (best is None or score < best[0]):
                         best = (score, copy.deepcopy(model.state_dict()))
-            stop = _stop_reason(remedies, row["grad_norm"], None, "grad")
+            stop = _stop_reason(remedies, row["grad_norm"], None, "grad") if monitor else ""
             if stop or step == steps:  # the last row measures the model; no update after it
                 log.steps.append(row)
                 if stop:
@@ -120,15 +128,16 @@ def train(model: nn.Module, next_batch: Callable[[], Batch],
                 group["lr"] = step_lr
             row["lr"] = step_lr
             remedies.clip_(params, list(final))
-            before = [p.detach().clone() for p in params] if sampled else None
+            if sampled and ratio:
+                ratio.before_step()
             remedies.decay_(params, step_lr)
             opt.step()
-            if sampled:
-                row["update_ratio"] = _update_ratio(params, before)
+            if sampled and ratio:
+                row["update_ratio"] = ratio.total()
             log.steps.append(row)
     finally:
-        if monitor:
-            monitor.remove()
+        if watcher:
+            watcher.remove()
     return log
 
 
@@ -159,11 +168,16 @@ def _end(log: TrainLog, step: int, reason: str, best, model, evaluate, batch, lo
 
 
 @torch.no_grad()
-def _update_ratio(params: list[torch.Tensor], before: list[torch.Tensor]) -> float:
-    moved = torch._foreach_sub([p.detach() for p in params], before)
-    update = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(moved)))
-    weight = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(before)))
-    return (update / weight).item()
+def total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.nn.utils.get_total_norm(grads)``, bit for bit, with less Python around it.
+
+    When every gradient shares one device and dtype, get_total_norm is exactly one
+    ``_foreach_norm`` and the norm of the stacked results; call those directly.
+    """
+    if grads and all(g is not None for g in grads) \
+            and len({(g.device, g.dtype) for g in grads}) == 1:
+        return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    return torch.nn.utils.get_total_norm(grads)
 
 
 def minibatches(x: torch.Tensor, y: torch.Tensor, batch_size: int,
