@@ -233,6 +233,8 @@ def test_spike_warnings_measures_the_lead_before_divergence():
     assert out.loc[0, "n_flags"] == 5  # 8, 25, 26, 27, 28 (the NaN step is not judged)
     assert (out.loc[0, "first_flag"], out.loc[0, "lead_first"]) == (8, 21)
     assert (out.loc[0, "episode_start"], out.loc[0, "lead_episode"]) == (25, 4)
+    assert out.loc[0, "final_streak"] == 4 and out.loc[2, "final_streak"] == 0
+    assert math.isnan(out.loc[1, "final_streak"])
     assert out.loc[1, "n_flags"] == 0 and math.isnan(out.loc[1, "lead_first"])
     assert out.loc[2, "diverged_step"] == 22 and math.isnan(out.loc[2, "lead_episode"])
 

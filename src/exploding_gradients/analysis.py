@@ -429,8 +429,10 @@ def spike_warnings(runs: pd.DataFrame, by: list[str] | None = None, factor: floa
     (steps flagged), ``first_flag`` and ``lead_first`` = diverged_step - first_flag, and
     ``episode_start``/``lead_episode`` for the final episode of flags (flags separated by
     more than ``window`` unflagged steps start a new episode, so an early transient that
-    the network recovered from does not count as warning of the final blow-up).  Leads
-    are NaN for a run that did not diverge or was never flagged before it did.
+    the network recovered from does not count as warning of the final blow-up), and
+    ``final_streak``, the number of consecutive flagged steps right before divergence
+    (the uninterrupted final climb; 0 if the step before it was not flagged).  Leads are
+    NaN for a run that did not diverge or was never flagged before it did.
     """
     from .monitor import detect_spikes
 
@@ -449,9 +451,13 @@ def spike_warnings(runs: pd.DataFrame, by: list[str] | None = None, factor: floa
             if cur - prev > window:
                 start = cur
         hit = diverged >= 0 and bool(flagged)
+        streak = 0
+        while hit and diverged - 1 - streak in flagged:
+            streak += 1
         rows.append({**_named(keys, key), "diverged_step": diverged, "n_flags": len(flagged),
                      "first_flag": flagged[0] if flagged else np.nan,
                      "episode_start": start if flagged else np.nan,
                      "lead_first": diverged - flagged[0] if hit else np.nan,
-                     "lead_episode": diverged - start if hit else np.nan})
+                     "lead_episode": diverged - start if hit else np.nan,
+                     "final_streak": streak if diverged >= 0 else np.nan})
     return pd.DataFrame(rows)

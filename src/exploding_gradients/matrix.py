@@ -129,7 +129,7 @@ REMEDIES: dict[str, Remedy] = {r.name: r for r in (
            not_for={"batch_norm": "batch norm is the cause", "long_rnn": _NO_RNN}),
     Remedy("layer_norm", "layer norm", "architecture",
            lambda c, s, k: dict(normalization="layer"), not_for={"long_rnn": _NO_RNN}),
-    Remedy("residual", "residual, branch × 1/√depth", "architecture",
+    Remedy("residual", "residual (branch × 1/√depth)", "architecture",
            lambda c, s, k: dict(residual=True, residual_scale=1 / math.sqrt(k["depth"])),
            not_for={"long_rnn": _NO_RNN}),
     Remedy("adam", "Adam (lr 1e-3)", "optimization",

@@ -13,6 +13,7 @@ import gc
 import json
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -141,6 +142,15 @@ def benchmark_monitoring(config: dict | None = None, steps: int = 50, repeat: in
             "repeat": repeat, "ended_early": result["ended_early"]}
 
 
+@contextlib.contextmanager
+def _quiet_anomaly_mode():
+    """``torch.autograd.detect_anomaly()`` without its "enabled" warning on every entry."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Anomaly Detection has been enabled")
+        with torch.autograd.detect_anomaly():
+            yield
+
+
 def benchmark_anomaly_detection(config: dict | None = None, steps: int = 20, repeat: int = 3,
                                 seed: int = 0, **overrides) -> dict:
     """Cost of ``torch.autograd.detect_anomaly()`` around the same loop: on/off ratio.
@@ -152,7 +162,7 @@ def benchmark_anomaly_detection(config: dict | None = None, steps: int = 20, rep
     ``anomaly_step_seconds`` and ``plain_step_seconds``.
     """
     result = _training_variants(config, steps, repeat, seed,
-                                {"anomaly": ({"monitor": False}, torch.autograd.detect_anomaly),
+                                {"anomaly": ({"monitor": False}, _quiet_anomaly_mode),
                                  "plain": ({"monitor": False}, contextlib.nullcontext)},
                                 overrides)
     return {**_ratio_summary(result["times"], "anomaly", "plain"), "steps": steps,

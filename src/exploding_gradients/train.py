@@ -128,11 +128,11 @@ def train(model: nn.Module, next_batch: Callable[[], Batch],
                 group["lr"] = step_lr
             row["lr"] = step_lr
             remedies.clip_(params, list(final))
-            if sampled and ratio:
+            if sampled and ratio is not None:
                 ratio.before_step()
             remedies.decay_(params, step_lr)
             opt.step()
-            if sampled and ratio:
+            if sampled and ratio is not None:
                 row["update_ratio"] = ratio.total()
             log.steps.append(row)
     finally:
