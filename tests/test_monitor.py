@@ -160,6 +160,7 @@ def test_disabled_monitor_has_no_hooks():
 
 
 def test_statistics_match_direct_computation_in_half_precision():
+    torch.manual_seed(0)
     lin = nn.Linear(4, 3).to(torch.bfloat16)
     x = torch.randn(6, 4, dtype=torch.bfloat16)
     with GradientMonitor(nn.Sequential(lin)) as monitor:
@@ -168,7 +169,9 @@ def test_statistics_match_direct_computation_in_half_precision():
         out.float().pow(2).sum().backward()
         (row,) = monitor.layer_stats()
     assert row["delta_norm"] == out.grad.float().norm().item()
-    assert row["preact_var"] == out.detach().float().var(unbiased=False).item()
+    # the variances of all layers are taken together, in another order: equal up to rounding
+    assert row["preact_var"] == pytest.approx(out.detach().float().var(unbiased=False).item(),
+                                              rel=1e-6)
     assert row["grad_norm"] == lin.weight.grad.norm().item()
 
 
@@ -201,6 +204,75 @@ def test_total_norm_is_get_total_norm_bit_for_bit():
     assert total_norm(grads).item() == torch.nn.utils.get_total_norm(grads).item()
     mixed = [g.double() if i % 2 else g for i, g in enumerate(grads)]
     assert total_norm(mixed).item() == torch.nn.utils.get_total_norm(mixed).item()
+
+
+def _trained_grads(flat: bool, first_dtype=torch.float32):
+    from exploding_gradients.train import FlatGrads
+
+    torch.manual_seed(0)
+    first, second = nn.Linear(3, 8).to(first_dtype), nn.Linear(8, 2)  # mixed if float64
+    params = [*first.parameters(), *second.parameters()]
+    grads = FlatGrads(params) if flat else None
+    x = torch.randn(5, 3, dtype=first_dtype)
+    norms_seen = []
+    for _ in range(3):  # zeroing between passes: each pass's gradients, not their sum
+        if flat:
+            grads.zero_()
+        else:
+            for p in params:
+                p.grad = None
+        second(torch.tanh(first(x)).float()).pow(3).sum().backward()
+        norms_seen.append(grads.norm() if flat else
+                          torch.nn.utils.get_total_norm([p.grad for p in params]).item())
+        with torch.no_grad():
+            for p in params:
+                p -= 0.01 * p.grad
+    return [p.grad.clone() for p in params], norms_seen, grads
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_flat_gradients_equal_fresh_ones_bit_for_bit(dtype):
+    flat_grads, flat_norms, buffer = _trained_grads(True, dtype)
+    fresh_grads, fresh_norms, _ = _trained_grads(False, dtype)
+    assert all(torch.equal(a, b) for a, b in zip(flat_grads, fresh_grads, strict=True))
+    assert flat_norms == pytest.approx(fresh_norms, rel=1e-6)
+    assert (buffer.flat is None) == (dtype == torch.float64)  # mixed dtypes: no buffer
+
+
+def test_variances_of_tensors_of_mixed_sizes():
+    from exploding_gradients.monitor import variances
+
+    gen = torch.Generator().manual_seed(0)
+    tensors = [torch.randn(s, generator=gen) * k + k for k, s in
+               enumerate([(4, 5), (20,), (3, 7), (2, 10), (1,)], start=1)]
+    expected = [t.var(unbiased=False).item() for t in tensors]
+    assert variances(tensors) == pytest.approx(expected, rel=1e-5)
+    assert variances([]) == []
+    # a float32 sum of these squares overflows, their variance does not; 1e60 does
+    huge = torch.randn(4096, generator=gen)
+    big, too_big = variances([huge * 1e18, huge * 1e30])
+    assert big == pytest.approx((huge.double() * 1e18).var(unbiased=False).item(), rel=1e-5)
+    assert too_big == math.inf
+
+
+def test_update_ratio_total_and_per_tensor():
+    from exploding_gradients.monitor import UpdateRatio
+
+    a, b = torch.ones(3), torch.full((2, 2), 2.0)
+    ratio = UpdateRatio([a, b])
+    for _ in range(2):  # the buffer is reused
+        ratio.before_step()
+        a += 1.0
+        expected = (3 ** 0.5) / (3 + 16) ** 0.5
+        assert ratio.total() == pytest.approx(expected)
+        a -= 1.0
+    ratio.before_step()
+    b *= 1.5
+    assert ratio.per_tensor() == pytest.approx([0.0, 0.5])
+    with pytest.raises(RuntimeError, match="before_step"):
+        ratio.total()
+    with pytest.raises(ValueError, match="one dtype"):
+        UpdateRatio([a, b.double()])
 
 
 def test_benchmark_monitoring_reports_a_ratio():
