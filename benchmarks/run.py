@@ -5,7 +5,8 @@
 * batched vs looped seeds: a 20-layer width-64 MLP, 16 seeds (``ensemble.benchmark``);
 * parallel vs serial sweep: 8 training runs on one worker process per core vs one
   process (``backend="local"`` vs ``"serial"``), worker start-up not counted;
-* monitoring on vs off: a training step with and without the loop's monitoring
+* monitoring on vs off: a training step with and without the loop's monitoring, at
+  width 64 and 256, split into its per-step and per-sample parts
   (``timing.benchmark_monitoring``);
 * warm and incremental vs cold book build (``build_time.measure_builds``).
 
@@ -64,15 +65,24 @@ def main() -> None:
         "batched_seeds": ensemble.benchmark(steps=20 if quick else 100,
                                             seeds=4 if quick else 16),
         "parallel_sweep": sweep_ratio(jobs=2 if quick else 8, steps=20 if quick else 200),
-        "monitoring": timing.benchmark_monitoring(depth=20, width=64,
-                                                  steps=20 if quick else 200),
+        # short runs, many rounds: each round's variants then run close together in time
+        "monitoring": timing.benchmark_monitoring(depth=20, width=64, steps=20 if quick else 50,
+                                                  repeat=3 if quick else 40),
+        "monitoring_wide": timing.benchmark_monitoring(depth=20, width=256,
+                                                       steps=20 if quick else 50,
+                                                       repeat=3 if quick else 20),
         "book": measure_builds(profile),
     }
     book = record["book"]
     rows = [
         ("batched / looped seeds, speed-up per seed-step", record["batched_seeds"]["ratio"]),
         ("local (all cores) / serial sweep, speed-up", record["parallel_sweep"]["ratio"]),
-        ("monitoring on / off, time per step", record["monitoring"]["ratio"]),
+        ("monitoring on / off, time per step (width 64)", record["monitoring"]["ratio"]),
+        ("  its per-step part, fraction of a step", record["monitoring"]["every_step_overhead"]),
+        ("  one sampled step, fraction of a step", record["monitoring"]["sample_cost"]),
+        ("  smallest log_every within 5%", record["monitoring"]["interval_for_budget"]),
+        ("monitoring on / off, time per step (width 256)",
+         record["monitoring_wide"]["ratio"]),
         ("warm / cold book build", book["warm_s"] / book["cold_s"]),
         ("incremental / cold book build", book["incremental_s"] / book["cold_s"]),
     ]

@@ -11,6 +11,7 @@ import contextlib
 import copy
 import gc
 import json
+import math
 import statistics
 import time
 import warnings
@@ -84,9 +85,8 @@ def _training_variants(config: dict | None, steps: int, repeat: int, seed: int,
             with context():
                 log = train(run_model, batches, data.loss, optimizer=cfg["optimizer"],
                             lr=cfg["lr"], steps=steps, remedies=Remedies.from_config(cfg),
-                            log_every=cfg["log_every"],
                             final=tuple(run_model.readout.parameters()),
-                            **{"layers": layers, **extra})
+                            **{"layers": layers, "log_every": cfg["log_every"], **extra})
             elapsed = time.process_time() - start
         finally:
             if enabled:
@@ -119,27 +119,52 @@ def _ratio_summary(times: dict[str, list[float]], on: str, off: str) -> dict:
 
 
 def benchmark_monitoring(config: dict | None = None, steps: int = 50, repeat: int = 20,
-                         seed: int = 0, **overrides) -> dict:
+                         seed: int = 0, budget: float = 0.05, **overrides) -> dict:
     """How much the training loop's monitoring adds to a step: on/off CPU time ratio.
 
     ``config`` (and ``overrides``) describe a ``training`` experiment, validated as by
     :func:`.experiments.run`.  *On* is the loop as the experiment runs it: the total
-    gradient norm every step, and every ``log_every`` steps the update-to-weight ratio
-    and the :class:`.monitor.GradientMonitor` statistics of every hidden Linear.  *Off*
-    is ``train(..., monitor=False)``, which computes none of them.  Neither evaluates on
-    the test set.  Returns the median CPU seconds per step of each (``on_step_seconds``,
+    gradient norm every step, and every ``log_every`` steps (a *sampled* step) the
+    update-to-weight ratio and the :class:`.monitor.GradientMonitor` statistics of every
+    hidden Linear.  *Off* is ``train(..., monitor=False)``, which computes none of them.
+    A third variant samples every step.  None evaluates on the test set.
+
+    Returns the median CPU seconds per step of *on* and *off* (``on_step_seconds``,
     ``off_step_seconds``), the on/off ratio of each of the ``repeat`` rounds (``ratios``,
     with ``ratio_min``/``ratio_max``) and their median ``ratio``, and ``ended_early`` (a
-    run diverged or stopped, so the two compare different work; pick a healthy
-    configuration).  A run of ``steps`` steps records steps 0, log_every, ... and the
-    last, so a short run samples slightly more often than a long one.
+    run diverged or stopped, so the variants compare different work; pick a healthy
+    configuration).  The overhead splits into a part paid every step and one paid per
+    sampled step; the three variants give both, as fractions of a bare step
+    (``every_step_overhead``, ``sample_cost``, medians over the rounds), hence the
+    overhead of a long run at this ``log_every`` (``long_run_overhead``; a short run
+    samples relatively more often: steps 0, log_every, ... and the last) and the
+    smallest ``log_every`` that keeps it within ``budget`` (``interval_for_budget``, inf
+    if the every-step part alone exceeds it).
     """
     result = _training_variants(config, steps, repeat, seed,
                                 {"on": ({}, contextlib.nullcontext),
+                                 "every": ({"log_every": 1}, contextlib.nullcontext),
                                  "off": ({"monitor": False}, contextlib.nullcontext)},
                                 overrides)
-    return {**_ratio_summary(result["times"], "on", "off"), "steps": steps,
-            "repeat": repeat, "ended_early": result["ended_early"]}
+    times = result["times"]
+    log_every = get("training").resolve({**(config or {}), **overrides})["log_every"]
+
+    def sampled(interval: int) -> float:  # fraction of the steps that are sampled
+        return len(set(range(0, steps + 1, interval)) | {steps}) / steps
+
+    per_step, per_sample = [], []
+    for on, every, off in zip(times["on"], times["every"], times["off"], strict=True):
+        sample = (every - on) / (sampled(1) - sampled(log_every)) if log_every > 1 else 0.0
+        per_sample.append(sample / off)
+        per_step.append((on - off - sample * sampled(log_every)) / off)
+    step_cost, sample_cost = statistics.median(per_step), statistics.median(per_sample)
+    room = budget - max(step_cost, 0.0)
+    return {**_ratio_summary(times, "on", "off"), "steps": steps, "repeat": repeat,
+            "log_every": log_every, "every_step_overhead": step_cost,
+            "sample_cost": sample_cost, "budget": budget,
+            "long_run_overhead": step_cost + sample_cost / log_every,
+            "interval_for_budget": math.ceil(sample_cost / room) if room > 0 else math.inf,
+            "ended_early": result["ended_early"]}
 
 
 @contextlib.contextmanager
@@ -183,6 +208,10 @@ def benchmark_record(path: Path | None = None) -> pd.DataFrame | None:
     rows = [("batched / looped seeds (speed-up per seed-step)", rec["batched_seeds"]["ratio"]),
             ("all cores / one process (sweep speed-up)", rec["parallel_sweep"]["ratio"]),
             ("monitoring on / off (time per step)", rec["monitoring"]["ratio"]),
+            ("smallest log_every keeping monitoring within 5%",
+             rec["monitoring"].get("interval_for_budget", math.nan)),
+            ("monitoring on / off, width 256", rec.get("monitoring_wide", {}).get("ratio",
+                                                                                math.nan)),
             ("warm / cold book build", book["warm_s"] / book["cold_s"]),
             ("incremental / cold book build", book["incremental_s"] / book["cold_s"]),
             ("cold book build, seconds", book["cold_s"])]
