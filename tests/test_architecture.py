@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from exploding_gradients import analysis
+from exploding_gradients import analysis, timing
 from exploding_gradients.init import lsuv_
 from exploding_gradients.models import MLP, build_mlp
 
@@ -126,8 +126,6 @@ def test_time_ratios_separate_the_cost_per_step_from_the_one_off_cost(monkeypatc
     twice as slow per step and pays 5 base steps more once."""
     import types
 
-    import exploding_gradients.experiments as experiments
-
     order = []
 
     def func(config, seed):
@@ -137,10 +135,10 @@ def test_time_ratios_separate_the_cost_per_step_from_the_one_off_cost(monkeypatc
         return setup + per_step * config["steps"]
 
     fake = types.SimpleNamespace(resolve=dict, func=func)
-    monkeypatch.setattr(experiments, "get", lambda name: fake)
-    monkeypatch.setattr(analysis, "_cpu_seconds", lambda fn: fn())
-    out = analysis.time_ratios("fake", {}, {"bn": {"normalization": "batch"}}, steps=(2, 6),
-                               rounds=2)
+    monkeypatch.setattr(timing, "get", lambda name: fake)
+    monkeypatch.setattr(timing, "_cpu_seconds", lambda fn: fn())
+    out = timing.time_ratios("fake", {}, {"bn": {"normalization": "batch"}}, steps=(2, 6),
+                             rounds=2)
     np.testing.assert_allclose(out["ratio"], 2.0)
     np.testing.assert_allclose(out["extra_setup_steps"], 5.0)
     np.testing.assert_allclose(out["step_seconds"], 2.0)
@@ -149,11 +147,11 @@ def test_time_ratios_separate_the_cost_per_step_from_the_one_off_cost(monkeypatc
     assert [slow for slow, _ in order[1:]] == [False, False, True, True,
                                                True, True, False, False]
     with pytest.raises(ValueError):
-        analysis.time_ratios("fake", {}, {}, steps=(5, 5))
+        timing.time_ratios("fake", {}, {}, steps=(5, 5))
 
 
 def test_time_ratios_really_time_the_runs():
     base = dict(depth=2, width=4, n_train=16, batch_size=4, log_every=1)
-    out = analysis.time_ratios("training", base, {"deeper": {"depth": 3}}, steps=(1, 4),
-                               rounds=1)
+    out = timing.time_ratios("training", base, {"deeper": {"depth": 3}}, steps=(1, 4),
+                             rounds=1)
     assert len(out) == 1 and np.isfinite(out.loc[0, "ratio"])

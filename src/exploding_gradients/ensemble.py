@@ -138,7 +138,7 @@ def train_members(members: list[tuple[dict, int]], engine: str = "bmm",
             chunk = indices[start:start + size]
             logs = _train([members[i] for i in chunk], data, forward)
             for i, log in zip(chunk, logs, strict=True):
-                tables[i] = _table(log)
+                tables[i] = log.table()
     return tables
 
 
@@ -497,20 +497,6 @@ def _update_ratios(params: list[torch.Tensor], before: list[torch.Tensor]) -> li
     moved = _per_member_norms(torch._foreach_sub([p.detach() for p in params], before))
     weight = _per_member_norms(before)
     return (_total_norms(moved) / _total_norms(weight)).tolist()
-
-
-def _table(log: TrainLog) -> pd.DataFrame:
-    """The table ``experiments.training`` makes of a :class:`.TrainLog` (same code)."""
-    columns = ["step", "layer", "loss", "grad_norm", "lr", "update_ratio", "test_loss",
-               "test_accuracy", "delta_norm", "preact_var"]
-    steps = pd.DataFrame(log.steps).assign(layer=0)
-    per_layer = pd.DataFrame(log.layers).drop(columns=["name", "nonfinite"], errors="ignore")
-    table = pd.concat([steps, per_layer], ignore_index=True).reindex(columns=columns)
-    table = table.sort_values(["step", "layer"], kind="stable").reset_index(drop=True)
-    table = table.astype({c: "float64" for c in columns[2:]})
-    return table.assign(diverged_step=-1 if log.diverged_step is None else log.diverged_step,
-                        stopped_step=-1 if log.stopped_step is None else log.stopped_step,
-                        cause=log.cause)
 
 
 # --------------------------------------------------------------------------- timing

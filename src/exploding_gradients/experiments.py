@@ -345,16 +345,7 @@ def training(config: dict, seed: int) -> pd.DataFrame:
                 log_every=config["log_every"], layers=layers,
                 final=tuple(model.readout.parameters()),
                 evaluate=lambda m, batch: evaluate(m, data))
-    columns = ["step", "layer", "loss", "grad_norm", "lr", "update_ratio", "test_loss",
-               "test_accuracy", "delta_norm", "preact_var"]
-    steps = pd.DataFrame(log.steps).assign(layer=0)
-    per_layer = pd.DataFrame(log.layers).drop(columns=["name", "nonfinite"], errors="ignore")
-    table = pd.concat([steps, per_layer], ignore_index=True).reindex(columns=columns)
-    table = table.sort_values(["step", "layer"], kind="stable").reset_index(drop=True)
-    table = table.astype({c: "float64" for c in columns[2:]})
-    return table.assign(diverged_step=-1 if log.diverged_step is None else log.diverged_step,
-                        stopped_step=-1 if log.stopped_step is None else log.stopped_step,
-                        cause=log.cause)
+    return log.table()
 
 
 @torch.no_grad()

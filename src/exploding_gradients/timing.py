@@ -194,6 +194,57 @@ def benchmark_anomaly_detection(config: dict | None = None, steps: int = 20, rep
             "repeat": repeat, "ended_early": result["ended_early"]}
 
 
+def _cpu_seconds(fn) -> float:
+    """CPU time of this process spent in ``fn()`` (garbage collected first)."""
+    gc.collect()
+    start = time.process_time()
+    fn()
+    return time.process_time() - start
+
+
+def time_ratios(name: str, base: dict, variants: dict[str, dict], steps: tuple[int, int],
+                rounds: int = 3, seed: int = 0) -> pd.DataFrame:
+    """CPU time per optimizer step of each variant of experiment ``name``, relative to
+    ``base``, measured in interleaved rounds.
+
+    A run also pays once for building its data and model (and, for LSUV, for fitting
+    the initialization), which would dilute a ratio of whole runs towards 1.  So each
+    configuration (``base`` updated with a variant's overrides) is run with
+    ``steps = (n1, n2)`` optimizer steps: the time per step is the slope
+    (t(n2) - t(n1)) / (n2 - n1), and the one-off cost the intercept t(n1) - n1 * slope.
+    Each round runs the base and every variant in an order rotated from round to round,
+    so a change in the machine's speed affects a round's numerator and denominator
+    alike; the spread over rounds shows how noisy the ratio is.  The clock is the
+    process's CPU time, as in the benchmarks above: on a shared machine wall-clock
+    time also counts the time other programs held the CPU.  The base is run once untimed
+    first.  Rows: one per (variant, round) with ``step_seconds``, ``ratio`` (to the same
+    round's base) and ``extra_setup_steps`` (the variant's one-off cost beyond the
+    base's, in base steps).  Times are never cached.
+    """
+    n1, n2 = steps
+    if not 0 < n1 < n2:
+        raise ValueError(f"time_ratios needs steps = (n1, n2) with 0 < n1 < n2, got {steps}")
+    exp = get(name)
+    configs = {"base": {**base}, **{k: {**base, **v} for k, v in variants.items()}}
+    resolved = {k: (exp.resolve({**c, "steps": n1}), exp.resolve({**c, "steps": n2}))
+                for k, c in configs.items()}
+    names = list(configs)
+    exp.func(resolved["base"][0], seed)  # warm-up
+    rows = []
+    for r in range(rounds):
+        fit = {}
+        for k in names[r % len(names):] + names[:r % len(names)]:
+            t1, t2 = (_cpu_seconds(lambda c=c: exp.func(c, seed)) for c in resolved[k])
+            slope = (t2 - t1) / (n2 - n1)
+            fit[k] = (slope, t1 - n1 * slope)
+        (base_slope, base_setup) = fit["base"]
+        rows.extend({"variant": k, "round": r, "step_seconds": fit[k][0],
+                     "ratio": fit[k][0] / base_slope,
+                     "extra_setup_steps": (fit[k][1] - base_setup) / base_slope}
+                    for k in variants)
+    return pd.DataFrame(rows)
+
+
 def benchmark_record(path: Path | None = None) -> pd.DataFrame | None:
     """The last ``make benchmark`` record of this machine as a table of ratios, or None.
 

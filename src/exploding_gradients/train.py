@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import pandas as pd
 import torch
 from torch import nn
 
@@ -50,6 +51,25 @@ class TrainLog:
     diverged_step: int | None = None
     stopped_step: int | None = None
     cause: str = ""
+
+    COLUMNS = ("step", "layer", "loss", "grad_norm", "lr", "update_ratio", "test_loss",
+               "test_accuracy", "delta_norm", "preact_var")
+
+    def table(self) -> pd.DataFrame:
+        """One row per logged step (``layer`` 0) and per sampled layer (``layer`` >= 1),
+        in the columns of :attr:`COLUMNS` (NaN where not measured), sorted by step and
+        layer, with ``diverged_step``/``stopped_step`` (-1 if None) and ``cause`` on every
+        row."""
+        steps = pd.DataFrame(self.steps).assign(layer=0)
+        per_layer = pd.DataFrame(self.layers).drop(columns=["name", "nonfinite"],
+                                                   errors="ignore")
+        table = pd.concat([steps, per_layer], ignore_index=True).reindex(columns=self.COLUMNS)
+        table = table.sort_values(["step", "layer"], kind="stable").reset_index(drop=True)
+        table = table.astype({c: "float64" for c in self.COLUMNS[2:]})
+        return table.assign(
+            diverged_step=-1 if self.diverged_step is None else self.diverged_step,
+            stopped_step=-1 if self.stopped_step is None else self.stopped_step,
+            cause=self.cause)
 
 
 def divergence_cause(value: float, what: str) -> str:
