@@ -504,7 +504,8 @@ CHAPTERS = {
         (
             _p("repeat", "int", "timed repetitions per point (the median is reported)",
                low=1, high=100),
-            _p("steps", "int", "training steps per timed run", low=1, high=10**6),
+            _p("steps", "int", "training steps per timed run (the slope from a quarter of them)",
+               low=4, high=10**6),
             _p("depths", "list[int]", "hidden layers of the depth sweep (width 64)", low=1,
                high=1000),
             _p("widths", "list[int]", "units per layer of the width sweep (depth 10)", low=1,
