@@ -13,7 +13,7 @@ JOBS ?= 2
 
 NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 EXECUTED  := $(patsubst notebooks/%.ipynb,book/generated/%.ipynb,$(NOTEBOOKS))
-# One make rule per page naming the package modules it uses (exploding_gradients.deps):
+# One make rule per page naming the package modules it uses (exploding_gradients.build.rules):
 # a change elsewhere in the package does not re-execute it.
 DEPFILES  := $(EXECUTED:.ipynb=.d)
 PACKAGE   := $(shell find src -name '*.py')
@@ -42,7 +42,7 @@ $(PROFILE_STAMP):
 
 # BACKEND=local|dask (and SCHEDULER=tcp://host:port) run each chapter's experiments there.
 book/generated/%.ipynb: notebooks/%.ipynb $(STAMP) $(PROFILE_STAMP)
-	$(PY) -m exploding_gradients.bookbuild $< $@ --profile $(PROFILE) \
+	$(PY) -m exploding_gradients.build.bookbuild $< $@ --profile $(PROFILE) \
 		$(if $(BACKEND),--backend $(BACKEND)) $(if $(SCHEDULER),--scheduler $(SCHEDULER))
 
 # The scaling page times the machine: it runs after every other page, alone.
@@ -52,7 +52,7 @@ book/generated/scaling.ipynb: | $(filter-out book/generated/scaling.ipynb,$(EXEC
 # a temporary file and renamed, so a failure leaves the previous rule or none.
 book/generated/%.d: notebooks/%.ipynb $(PACKAGE) $(STAMP)
 	@mkdir -p $(@D)
-	$(PY) -m exploding_gradients.deps $< > $@.tmp && mv $@.tmp $@ || { rm -f $@.tmp; exit 1; }
+	$(PY) -m exploding_gradients.build.rules $< > $@.tmp && mv $@.tmp $@ || { rm -f $@.tmp; exit 1; }
 
 # Read (and so first brought up to date) only by the makes that build pages: the `book`
 # recipe's sub-makes, which regenerate them in parallel; `make clean` does not need them.

@@ -2,12 +2,13 @@
 
 ``make benchmark`` (or ``python benchmarks/run.py --profile quick`` for a fast check):
 
-* batched vs looped seeds: a 20-layer width-64 MLP, 16 seeds (``ensemble.benchmark``);
+* batched vs looped seeds: a 20-layer width-64 MLP, 16 seeds
+  (``study.timing.benchmark_ensemble``);
 * parallel vs serial sweep: 8 training runs on one worker process per core vs one
   process (``backend="local"`` vs ``"serial"``), worker start-up not counted;
 * monitoring on vs off: a training step with and without the loop's monitoring, at
   width 64 and 256, split into its per-step and per-sample parts
-  (``timing.benchmark_monitoring``);
+  (``study.timing.benchmark_monitoring``);
 * warm and incremental vs cold book build (``build_time.measure_builds``).
 
 The record is written to ``benchmarks/latest.json`` (not versioned: it describes this
@@ -31,23 +32,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from build_time import measure_builds  # noqa: E402
 
-import exploding_gradients as eg  # noqa: E402
-from exploding_gradients import ensemble, timing  # noqa: E402
+from exploding_gradients.study import timing  # noqa: E402
 
 RECORD = Path(__file__).resolve().parent / "latest.json"
-
-
-def sweep_ratio(jobs: int = 8, steps: int = 200) -> dict:
-    grid = [{"lr": 0.001 * (i + 1)} for i in range(jobs)]
-    common = dict(depth=8, width=64, steps=steps, use_cache=False)
-    workers = os.cpu_count() or 1
-    eg.sweep("training", grid[:workers], backend="local", workers=workers, **common)  # start
-    serial = timing.seconds(lambda: eg.sweep("training", grid, backend="serial", **common),
-                            repeat=1, warmup=0)
-    local = timing.seconds(lambda: eg.sweep("training", grid, backend="local",
-                                            workers=workers, **common), repeat=1, warmup=0)
-    return {"jobs": jobs, "workers": workers, "serial_s": serial, "local_s": local,
-            "ratio": serial / local}
 
 
 def main() -> None:
@@ -62,9 +49,10 @@ def main() -> None:
                                  text=True).stdout.strip(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
                    f"{platform.python_version()}, torch {torch.__version__}",
-        "batched_seeds": ensemble.benchmark(steps=20 if quick else 100,
-                                            seeds=4 if quick else 16),
-        "parallel_sweep": sweep_ratio(jobs=2 if quick else 8, steps=20 if quick else 200),
+        "batched_seeds": timing.benchmark_ensemble(steps=20 if quick else 100,
+                                                   seeds=4 if quick else 16),
+        "parallel_sweep": timing.sweep_speedup(jobs=2 if quick else 8,
+                                               steps=20 if quick else 200),
         # short runs, many rounds: each round's variants then run close together in time
         "monitoring": timing.benchmark_monitoring(depth=20, width=64, steps=20 if quick else 50,
                                                   repeat=3 if quick else 40),

@@ -36,7 +36,7 @@ def book_tree(tmp_path_factory):
     Built once per session (the slow part of the suite); it has its own results cache,
     independent of the per-test ``isolated_cache``.
     """
-    from exploding_gradients.bookbuild import execute
+    from exploding_gradients.build.bookbuild import execute
 
     root = tmp_path_factory.mktemp("book")
     for name in ["_config.yml", "_toc.yml"]:
@@ -44,6 +44,8 @@ def book_tree(tmp_path_factory):
     shutil.copytree(ROOT / "book", root / "book", ignore=shutil.ignore_patterns("generated"))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EXPLODING_GRADIENTS_CACHE", str(tmp_path_factory.mktemp("book-cache")))
+        mp.setenv("EXPLODING_GRADIENTS_STAMP", "0")  # figures comparable across code versions
+        mp.setenv("OMP_NUM_THREADS", "1")  # as make sets: the results of a book build
         for nb in NOTEBOOKS:
             execute(nb, root / "book" / "generated" / nb.name, profile="quick")
     return root
@@ -64,3 +66,26 @@ def built_book(book_build):
     if book_build.returncode != 0:
         pytest.fail("jupyter-book build -W failed:\n" + book_build.output[-3000:])
     return book_build.html
+
+
+@pytest.fixture
+def spy_experiment(monkeypatch):
+    """``spy(name)``: replace experiment ``name``'s function with one that records the
+    seeds it is asked for (and returns None), keeping the code version, hence the cache
+    keys, of the real one; returns the list of recorded seeds."""
+    import dataclasses
+
+    import exploding_gradients as eg
+
+    def spy(name):
+        calls = []
+        original = eg.REGISTRY[name]
+
+        def record(config, seed):
+            calls.append(seed)
+
+        record.__module__ = original.func.__module__
+        monkeypatch.setitem(eg.REGISTRY, name, dataclasses.replace(original, func=record))
+        return calls
+
+    return spy

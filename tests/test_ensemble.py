@@ -6,7 +6,8 @@ import pytest
 
 import exploding_gradients as eg
 from exploding_gradients import ensemble
-from exploding_gradients.experiments import training
+from exploding_gradients.experiments import feedforward
+from exploding_gradients.experiments.feedforward import build_run, training
 
 SMALL = dict(depth=4, width=16, steps=30, log_every=5, n_train=256)
 KEYS = ["step", "layer", "diverged_step", "stopped_step", "cause"]
@@ -14,6 +15,12 @@ KEYS = ["step", "layer", "diverged_step", "stopped_step", "cause"]
 
 def _config(**overrides) -> dict:
     return eg.REGISTRY["training"].resolve({**SMALL, **overrides})
+
+
+def batched(config: dict, seeds: list[int], engine: str = "bmm") -> list[pd.DataFrame]:
+    """The tables of ``seeds`` trained as one ensemble."""
+    runs = [build_run(config, seed) for seed in seeds]
+    return [log.table() for log in ensemble.train_ensemble(config, runs, engine)]
 
 
 def assert_same_table(loop: pd.DataFrame, batched: pd.DataFrame, rtol: float = 1e-4) -> None:
@@ -45,9 +52,9 @@ CASES = {
 def test_batched_tables_equal_the_loop(overrides):
     config = _config(**overrides)
     seeds = [0, 1, 2]
-    for loop, batched in zip([training(config, s) for s in seeds],
-                             ensemble.train_ensemble(config, seeds), strict=True):
-        assert_same_table(loop, batched)
+    for loop, together in zip([training(config, s) for s in seeds],
+                             batched(config, seeds), strict=True):
+        assert_same_table(loop, together)
 
 
 DIVERGING = dict(depth=6, sigma_w=3.0, lr=0.3, steps=50)
@@ -62,9 +69,9 @@ def test_diverging_members_are_recorded_as_the_loop_records_them(engine):
     causes = {t["cause"].iloc[0] for t in loops}
     assert {"nan_loss", "inf_grad", ""} <= causes  # the case tests what it should
     assert len({t["diverged_step"].iloc[0] for t in loops}) >= 3
-    for loop, batched in zip(loops, ensemble.train_ensemble(config, seeds, engine),
+    for loop, together in zip(loops, batched(config, seeds, engine),
                              strict=True):
-        assert_same_table(loop, batched)
+        assert_same_table(loop, together)
 
 
 @pytest.mark.parametrize("overrides", [
@@ -74,33 +81,34 @@ def test_diverging_members_are_recorded_as_the_loop_records_them(engine):
 def test_a_members_results_do_not_depend_on_its_ensemble(overrides):
     """Bit for bit: seed 3 alone, among 0..3, among 3..7, or in chunks of two."""
     config = _config(**overrides)
-    alone = ensemble.train_ensemble(config, [3])[0]
-    pd.testing.assert_frame_equal(ensemble.train_ensemble(config, [0, 1, 2, 3])[3], alone,
-                                  check_exact=True)
-    pd.testing.assert_frame_equal(ensemble.train_ensemble(config, [3, 4, 5, 6, 7])[0], alone,
-                                  check_exact=True)
-    pd.testing.assert_frame_equal(
-        ensemble.train_ensemble(config, [0, 3, 5], max_members=2)[1], alone, check_exact=True)
+    alone = batched(config, [3])[0]
+    pd.testing.assert_frame_equal(batched(config, [0, 1, 2, 3])[3], alone, check_exact=True)
+    pd.testing.assert_frame_equal(batched(config, [3, 4, 5, 6, 7])[0], alone, check_exact=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(feedforward, "members_per_batch", lambda config: 2)
+        chunked = eg.REGISTRY["training"].batched(config, [0, 3, 5])
+    pd.testing.assert_frame_equal(chunked[1], alone, check_exact=True)
 
 
 def test_vmap_engine_equals_the_loop():
     config = _config(normalization="layer")
-    for loop, batched in zip([training(config, s) for s in (0, 1)],
-                             ensemble.train_ensemble(config, [0, 1], engine="vmap"),
+    for loop, together in zip([training(config, s) for s in (0, 1)],
+                             batched(config, [0, 1], engine="vmap"),
                              strict=True):
-        assert_same_table(loop, batched)
+        assert_same_table(loop, together)
 
 
 @pytest.mark.parametrize("overrides", [dict(normalization="batch"), dict(stop_factor=3.0)],
                          ids=["batch-norm", "early-stopping"])
-def test_unsupported_configs_fall_back_to_the_loop(overrides):
+def test_unsupported_configs_run_the_loop(overrides):
     config = _config(steps=5, **overrides)
-    assert not ensemble.supports(config)
+    assert ensemble.unsupported_reason(config)
+    assert not eg.REGISTRY["training"].runs_batched({**config, "engine": "batched"})
     with pytest.raises(ValueError, match="does not support"):
-        ensemble.train_ensemble(config, [0])
-    for loop, fallback in zip([training(config, s) for s in (0, 1)],
-                              eg.REGISTRY["training"].batched(config, [0, 1]), strict=True):
-        pd.testing.assert_frame_equal(fallback, loop, check_exact=True)
+        batched(config, [0])
+    loop = eg.run("training", config, seeds=2, use_cache=False)
+    fallback = eg.run("training", config, seeds=2, use_cache=False, engine="batched")
+    pd.testing.assert_frame_equal(fallback, loop, check_exact=True)
 
 
 def test_training_registers_the_batched_hook_and_the_engine_parameter():
@@ -112,24 +120,22 @@ def test_training_registers_the_batched_hook_and_the_engine_parameter():
     with pytest.raises(eg.ConfigError, match="engine"):
         exp.resolve({"engine": "vmap"})
     config = _config(steps=5)
-    assert ensemble.supports(config)
-    for loop, batched in zip([training(config, s) for s in (0, 1)],
-                             exp.batched(config, [0, 1]), strict=True):
-        assert_same_table(loop, batched)
+    assert not ensemble.unsupported_reason(config)
+    for loop, together in zip([training(config, s) for s in (0, 1)],
+                              exp.batched(config, [0, 1]), strict=True):
+        assert_same_table(loop, together)
 
 
-def test_benchmark_reports_both_engines_and_the_loop():
-    result = ensemble.benchmark(depth=2, width=8, seeds=2, steps=3, repeat=1)
-    assert {"loop_s", "batched_s", "ratio", "engine", "bmm_s", "vmap_s"} <= set(result)
-    assert result["batched_s"] == min(result["bmm_s"], result["vmap_s"])
-    assert result["ratio"] == pytest.approx(result["loop_s"] / result["batched_s"])
-
-
-def test_members_that_differ_in_their_initialization_share_an_ensemble():
-    configs = [_config(sigma_w=1.0), _config(sigma_w=2.0, sigma_b=0.1), _config(init="he"),
-               _config(lr=0.03)]  # the last one has a batch of its own
-    assert len({ensemble.batch_key(c) for c in configs}) == 2
-    members = [(configs[0], 0), (configs[1], 0), (configs[2], 5), (configs[3], 1),
-               (configs[1], 2)]
-    for (config, seed), batched in zip(members, ensemble.train_members(members), strict=True):
-        assert_same_table(training(config, seed), batched)
+def test_run_and_sweep_honour_the_batched_engine(spy_experiment):
+    """Both go through the batched engine, per point of a sweep, cached per seed."""
+    config = dict(SMALL, steps=5)
+    grid = [{"sigma_w": 1.0}, {"sigma_w": 2.0}]
+    swept = eg.sweep("training", grid, seeds=2, engine="batched", **config)
+    loop = eg.sweep("training", grid, seeds=2, use_cache=False, **config)
+    assert not swept.equals(loop)  # baddbmm, not addmm: the last bits differ
+    assert_same_table(loop.drop(columns=["sigma_w"]), swept.drop(columns=["sigma_w"]))
+    calls = spy_experiment("training")  # everything is in the cache now
+    ran = eg.run("training", config, seeds=2, sigma_w=2.0, engine="batched")
+    pd.testing.assert_frame_equal(ran, swept[swept.sigma_w == 2.0].drop(
+        columns="sigma_w").reset_index(drop=True), check_exact=True)
+    assert calls == []

@@ -27,10 +27,11 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import exploding_gradients as eg
-from exploding_gradients import cache
-from exploding_gradients.chapters import CHAPTERS, PROFILES, notebook_parameters
+from exploding_gradients import chapters
+from exploding_gradients.chapters import PROFILES
 from exploding_gradients.cli import main
-from exploding_gradients.config import ConfigError, Param
+from exploding_gradients.engine import cache
+from exploding_gradients.engine.params import ConfigError, Param
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = settings(max_examples=300, deadline=None, derandomize=True,
@@ -110,7 +111,13 @@ def valid_strings(p: Param) -> st.SearchStrategy:
 
 
 EXP_PARAMS = [(name, p) for name, exp in eg.REGISTRY.items() for p in exp.params]
+CHAPTERS = {name: chapters.get(name) for name in chapters.NAMES}
 CHAPTER_PARAMS = [(name, p) for name, ch in CHAPTERS.items() for p in ch.params]
+
+
+def notebook_parameters(chapter: str, given: dict) -> dict:
+    """What the chapter's notebook makes of the names ``given`` bound by its cells."""
+    return CHAPTERS[chapter].parameters(given, before={})
 
 
 def test_every_experiment_is_fuzzed():
@@ -153,7 +160,7 @@ def test_valid_text_is_accepted(target, data):
 def test_notebook_parameters_valid_or_named(target, value):
     chapter, p = target
     try:
-        params = notebook_parameters(chapter, {p.name: value}, set())
+        params = notebook_parameters(chapter, {p.name: value})
     except ConfigError as err:
         assert _named(err, p.name), str(err)
         return
@@ -165,15 +172,15 @@ def test_notebook_parameters_valid_or_named(target, value):
 @given(profile=adversarial(), name=st.text(min_size=1, max_size=8))
 def test_notebook_profile_and_unknown_names(profile, name):
     try:
-        params = notebook_parameters("depth", {"profile": profile}, set())
+        params = notebook_parameters("depth", {"profile": profile})
         assert params["profile"] in PROFILES
     except ConfigError as err:
         assert _named(err, "profile")
-    known = {p.name for p in CHAPTERS["depth"].params} | {"profile"}
-    if name in known or name.startswith("_"):
+    known = {p.name for p in CHAPTERS["depth"].all_params}
+    if name in known:
         return
-    with pytest.raises(ConfigError, match="unknown parameter"):
-        notebook_parameters("depth", {name: 1}, set())
+    with pytest.raises(ConfigError, match="unknown parameter"):  # "_x", "_", "In", ...
+        notebook_parameters("depth", {name: 1})
 
 
 @FAST
@@ -325,7 +332,8 @@ def test_papermill_rendered_parameters(value, data):
     parameter cells run, and notebook_parameters accepts it or names the parameter."""
     chapter = data.draw(st.sampled_from(sorted(CHAPTERS)))
     p = data.draw(st.sampled_from(CHAPTERS[chapter].params))
-    namespace: dict = {}
+    namespace: dict = {"__builtins__": __builtins__}
+    before = chapters.names_before(namespace)
     try:
         sources = _parameters_source(ROOT / "notebooks" / f"{chapter}.ipynb", {p.name: value})
     except Exception:  # papermill itself cannot render it (e.g. bytes): never reaches us
@@ -333,7 +341,7 @@ def test_papermill_rendered_parameters(value, data):
     for source in sources:
         exec(source, namespace)  # noqa: S102 - papermill's own rendering of test values
     try:
-        params = notebook_parameters(chapter, namespace, {"__builtins__"})
+        params = CHAPTERS[chapter].parameters(namespace, before)
     except ConfigError as err:
         assert _named(err, p.name), str(err)
         return
@@ -348,6 +356,8 @@ PAPERMILL_CASES = [  # Python API: parameters dicts
     ({"dept": 60}, "dept"),
     ({"relu_sigma_w": ["a"]}, "relu_sigma_w"),
     ({"batch_size": True}, "batch_size"),
+    ({"_depth": 10}, "_depth"),  # a private-looking name is still a parameter given
+    ({"chapter": 1}, "chapter"),  # rebinds a name the notebook imported
 ]
 PAPERMILL_CLI_CASES = [  # command line: values parsed as YAML
     (["-p", "depth", "2024-01-01"], "depth"),  # a YAML date
@@ -417,7 +427,7 @@ def test_cache_never_trusts_unknown_structures(isolated_cache, entry):
     isolated_cache.mkdir(parents=True)
     path = isolated_cache / ("a" * 64 + ".json")
     path.write_text(json.dumps(entry))
-    with pytest.warns(UserWarning, match="corrupted"):
+    with pytest.warns(UserWarning, match="is not valid"):
         assert cache.load(path.stem) is None
     assert not path.exists()
 
@@ -429,7 +439,7 @@ def test_cache_refuses_pickles(isolated_cache):
     path = isolated_cache / ("b" * 64 + ".json")
     payload = pd.DataFrame({"a": [1.0]})
     path.write_bytes(pickle.dumps(payload))
-    with pytest.warns(UserWarning, match="corrupted"):
+    with pytest.warns(UserWarning, match="is not valid"):
         assert cache.load(path.stem) is None
     assert not path.exists()
 

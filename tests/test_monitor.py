@@ -275,42 +275,6 @@ def test_update_ratio_total_and_per_tensor():
         UpdateRatio([a, b.double()])
 
 
-def test_benchmark_monitoring_reports_a_ratio():
-    from exploding_gradients.timing import benchmark_monitoring
-
-    result = benchmark_monitoring({"depth": 2, "width": 8, "n_train": 64}, steps=4, repeat=2,
-                                  log_every=2)
-    assert len(result["ratios"]) == 2 and result["ratio"] > 0
-    assert result["on_step_seconds"] > 0 and result["off_step_seconds"] > 0
-    assert result["ended_early"] is False
-
-
-def test_spike_warnings_measures_the_lead_before_divergence():
-    import pandas as pd
-
-    from exploding_gradients.analysis import spike_warnings
-
-    def run(seed, norms, diverged):
-        return pd.DataFrame({"seed": seed, "layer": 0, "step": range(len(norms)),
-                             "grad_norm": norms, "diverged_step": diverged})
-
-    steady = [1.0] * 30
-    table = pd.concat([
-        # an early transient at 8, the final blow-up from 25, NaN at step 29
-        run(0, steady[:8] + [50.0] + steady[:16] + [20.0, 400.0, 1e4, 1e6, float("nan")], 29),
-        run(1, steady, -1),                                   # healthy: no flag
-        run(2, steady[:20] + [1.5, 2.0, float("inf")], 22),   # diverges without warning
-    ])
-    out = spike_warnings(table, window=10, min_history=5).set_index("seed")
-    assert out.loc[0, "n_flags"] == 5  # 8, 25, 26, 27, 28 (the NaN step is not judged)
-    assert (out.loc[0, "first_flag"], out.loc[0, "lead_first"]) == (8, 21)
-    assert (out.loc[0, "episode_start"], out.loc[0, "lead_episode"]) == (25, 4)
-    assert out.loc[0, "final_streak"] == 4 and out.loc[2, "final_streak"] == 0
-    assert math.isnan(out.loc[1, "final_streak"])
-    assert out.loc[1, "n_flags"] == 0 and math.isnan(out.loc[1, "lead_first"])
-    assert out.loc[2, "diverged_step"] == 22 and math.isnan(out.loc[2, "lead_episode"])
-
-
 def test_anomaly_report_names_the_backward_function():
     from exploding_gradients.monitor import anomaly_report
 

@@ -12,27 +12,12 @@ import nbformat
 import papermill
 import pytest
 
-from exploding_gradients.bookbuild import execute
+from exploding_gradients.build.bookbuild import execute
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 pytestmark = pytest.mark.slow
-
-
-def test_there_are_notebooks():
-    assert {nb.stem for nb in NOTEBOOKS} >= {"depth", "initialization", "activation",
-                                             "learning_rate", "normalization", "recurrence",
-                                             "causes"}
-
-
-@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
-def test_source_notebooks_are_stripped_and_parameterized(nb):
-    notebook = nbformat.read(nb, as_version=4)
-    code = [c for c in notebook.cells if c.cell_type == "code"]
-    assert all(not c.outputs and c.execution_count is None for c in code)
-    assert sum("parameters" in c.metadata.get("tags", []) for c in code) == 1
-    assert notebook.metadata["kernelspec"]["name"] == "python3"
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)

@@ -8,7 +8,7 @@ from torch import nn
 
 import exploding_gradients as eg
 from exploding_gradients.init import lsuv_
-from exploding_gradients.models import MLP
+from exploding_gradients.models.mlp import MLP
 from exploding_gradients.remedies import Remedies, adaptive_clip_grad_, unitwise_norm
 
 
@@ -142,6 +142,6 @@ def test_rnn_training_takes_the_same_remedies():
                   log_every=5, lr=0.01)
     clipped = eg.run("rnn_training", config, clip="norm", clip_threshold=0.5,
                      warmup_steps=5, use_cache=False)
-    assert clipped.lr.iloc[0] == pytest.approx(0.002)
+    assert clipped.step_lr.iloc[0] == pytest.approx(0.002)
     assert clipped.lag_ratio.notna().sum() == 3
     assert clipped.diverged_step.iloc[0] == -1

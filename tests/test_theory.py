@@ -1,8 +1,13 @@
 import math
 
+import numpy as np
 import pytest
+import torch
 
 from exploding_gradients import theory
+from exploding_gradients.init import lsuv_
+from exploding_gradients.models.mlp import MLP, build_mlp
+from exploding_gradients.remedies import Remedies
 
 
 @pytest.mark.parametrize("sigma_w", [0.5, 1.0, math.sqrt(2), 2.0])
@@ -50,3 +55,93 @@ def test_saturating_activation_at_large_variance():
     q = 400.0
     expected = 4 / 3 / math.sqrt(2 * math.pi * q)
     assert theory.chi("tanh", 1.0, q) == pytest.approx(expected, rel=1e-3)
+
+
+def test_residual_moments_start_with_the_textbook_factor_then_grow_faster():
+    m = theory.residual_relu_moments(1.0, 10)
+    assert list(m["layer"]) == list(range(1, 11))
+    assert m["q"].iloc[0] == 1.0 and m["mean"].iloc[0] == 0.0
+    # No mean yet in the first block: exactly 1 + s^2.
+    assert m["forward_factor"].iloc[0] == pytest.approx(2.0)
+    # Then the branch's positive mean adds a cross term: every later factor is larger.
+    assert (m["forward_factor"].iloc[1:] > 2.0).all()
+    assert (np.diff(m["mean"]) > 0).all()
+    np.testing.assert_allclose(m["preact_var"], 2 * m["q"])
+    np.testing.assert_allclose(m["q"].iloc[1:].to_numpy() / m["q"].iloc[:-1].to_numpy(),
+                               m["forward_factor"].iloc[:-1])
+
+
+def test_residual_moments_asymptotic_factor_solves_the_fixed_point_equation():
+    # For large depth q grows by g per block with g = 1 + s^2 + 2 s^2 / (pi (sqrt g - 1)).
+    s = 1.0
+    g = theory.residual_relu_moments(s, 400)["forward_factor"].iloc[-1]
+    assert g == pytest.approx(1 + s**2 + 2 * s**2 / (math.pi * (math.sqrt(g) - 1)), rel=1e-6)
+
+
+def test_residual_moments_without_branch_are_constant_and_bad_input_is_refused():
+    m = theory.residual_relu_moments(0.0, 5, q0=3.0)
+    np.testing.assert_allclose(m["q"], 3.0)
+    np.testing.assert_allclose(m["forward_factor"], 1.0)
+    with pytest.raises(ValueError):
+        theory.residual_relu_moments(0.5, 0)
+
+
+def test_residual_moments_match_a_wide_simulated_network():
+    """The recursion, including the mean term, against a wide random residual stack."""
+    gen = torch.Generator().manual_seed(0)
+    config = dict(width=2048, depth=8, activation="relu", normalization="none",
+                  residual=True, residual_scale=0.5, init="he", sigma_w=1.0, sigma_b=0.0)
+    model = build_mlp(config, d_in=2048, d_out=1, generator=gen)
+    x = torch.randn(64, 2048, generator=gen)
+    seen = []
+    hooks = [b.linear.register_forward_hook(lambda m, i, o: seen.append(i[0].pow(2).mean()))
+             for b in model.blocks]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    predicted = theory.residual_relu_moments(0.5, 8)["q"].to_numpy()
+    np.testing.assert_allclose(torch.stack(seen).numpy(), predicted, rtol=0.1)
+    # The textbook law (1 + s^2)^l is clearly below the measurement at the last block.
+    assert torch.stack(seen)[-1].item() > 1.2 * 1.25**7
+
+
+def test_lsuv_prediction_relu_is_he_and_tanh_explodes_backwards():
+    sw, chi = theory.lsuv_prediction("relu")
+    assert sw == pytest.approx(math.sqrt(2), rel=1e-6)
+    assert chi == pytest.approx(1.0, rel=1e-6)
+    sw, chi = theory.lsuv_prediction("tanh")
+    assert 1.5 < sw < 1.7 and 1.1 < chi < 1.25
+
+
+def test_lsuv_prediction_matches_the_scale_lsuv_actually_sets():
+    gen = torch.Generator().manual_seed(1)
+    model = MLP(512, 512, 6, 1, activation="tanh")
+    for lin in model.hidden_linears():
+        torch.nn.init.orthogonal_(lin.weight, generator=gen)
+        torch.nn.init.zeros_(lin.bias)
+    lsuv_(model, torch.randn(512, 512, generator=gen))
+    sw, _ = theory.lsuv_prediction("tanh")
+    # Deep layers see unit-variance inputs, so their weight scale is the prediction.
+    measured = model.hidden_linears()[-1].weight.std().item() * math.sqrt(512)
+    assert measured == pytest.approx(sw, rel=0.05)
+
+
+def test_decay_steps_matches_repeated_shrinking():
+    lr, strength, factor = 0.1, 0.5, 3.0
+    k = theory.decay_steps(lr, strength, factor)
+    assert (1 - lr * strength) ** k == pytest.approx(1 / factor)
+    assert k == pytest.approx(math.log(factor) / (lr * strength), rel=0.03)  # ~ 1/(lr*lambda)
+    assert theory.decay_steps(0.1, 0.0, 2.0) == math.inf
+    assert theory.decay_steps(0.5, 2.0, 2.0) == 0.0
+    assert theory.decay_steps(1.0, 2.5, 2.0) == math.inf  # |1 - 2.5| > 1: L2 alone unstable
+
+
+def test_decay_steps_agrees_with_the_training_loop():
+    """Decoupled weight decay with a zero learning signal shrinks as predicted."""
+    w = torch.nn.Parameter(torch.ones(3, 3))
+    remedies = Remedies(weight_decay=0.5)
+    steps = math.ceil(theory.decay_steps(0.1, 0.5, 2.0))
+    for _ in range(steps):
+        remedies.decay_([w], 0.1)
+    assert w.detach().max().item() <= 0.5 < w.detach().max().item() / (1 - 0.05)

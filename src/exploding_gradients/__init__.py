@@ -4,14 +4,18 @@
 >>> df = eg.run("signal_propagation", depth=30, activation="tanh", seeds=3)
 """
 
-__version__ = "0.1.0"
+import importlib
 
-# Importing these modules registers their experiments (rnn_*, sharpness, lr_boundary).
-from . import curvature, recurrence  # noqa: E402, F401
-from .backends import set_backend, use_backend  # noqa: E402
-from .config import ConfigError  # noqa: E402
-from .experiments import REGISTRY, run, sweep  # noqa: E402
-from .monitor import GradientMonitor  # noqa: E402
+from ._version import __version__
+from .engine.backends import set_backend, use_backend
+from .engine.params import ConfigError
+from .engine.registry import REGISTRY
+from .engine.runner import run, sweep
+from .monitor import GradientMonitor
+
+# Importing the experiment modules registers their experiments by name.
+for _module in ("feedforward", "curvature", "recurrent"):
+    importlib.import_module(f"{__name__}.experiments.{_module}")
 
 __all__ = ["REGISTRY", "ConfigError", "GradientMonitor", "__version__", "run", "set_backend",
            "sweep", "use_backend"]

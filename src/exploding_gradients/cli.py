@@ -7,9 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-from .backends import check_backend
-from .config import ConfigError, parse_assignments
-from .experiments import REGISTRY, check_seeds, get, run
+from .engine.backends import check_backend
+from .engine.params import ConfigError, parse_assignments
+from .engine.registry import REGISTRY, get
+from .engine.runner import check_seeds, run
 
 
 def _list() -> str:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, replace
 import torch
 
 TASKS = ("classification", "regression")
+#: MSE of always predicting 1 on the adding problem: Var(u1 + u2), u ~ U[0, 1].
+ADDING_BASELINE_MSE = 1.0 / 6.0
 
 
 @dataclass(frozen=True)
@@ -76,3 +78,23 @@ def make_task(task: str, n_train: int, n_test: int, d_in: int, generator: torch.
         raise ValueError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
     x = x * feature_scales(d_in, input_scale_spread)
     return Dataset(x[:n_train], y[:n_train], x[n_train:], y[n_train:], task, d_out)
+
+
+def adding_batch(batch: int, seq_len: int, generator: torch.Generator
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The adding problem: inputs (seq_len, batch, 2) and targets (batch, 1).
+
+    Channel 0 holds values u_t ~ U[0, 1]; channel 1 marks two positions, one uniform in
+    the first half [0, T//2) and one in the second half [T//2, T); the target is the sum
+    of the two marked values.  Always predicting 1 gives MSE 1/6.
+    """
+    values = torch.rand(seq_len, batch, generator=generator)
+    half = seq_len // 2
+    first = torch.randint(0, half, (batch,), generator=generator)
+    second = torch.randint(half, seq_len, (batch,), generator=generator)
+    marks = torch.zeros(seq_len, batch)
+    cols = torch.arange(batch)
+    marks[first, cols] = 1.0
+    marks[second, cols] = 1.0
+    target = (values * marks).sum(dim=0, keepdim=True).T
+    return torch.stack([values, marks], dim=2), target

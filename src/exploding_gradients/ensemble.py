@@ -4,13 +4,13 @@
 ``l`` of every member are stacked into one ``(E, out, in)`` tensor and each layer is a
 single batched matrix product (``torch.baddbmm``), so the Python, autograd and optimizer
 overhead that dominates a small network is paid once per step instead of once per seed.
-It returns, for each seed, the table ``experiments.training(config, seed)`` returns: the
-same rows and columns, values equal up to floating-point rounding.
+It returns, for each seed, the :class:`.train.TrainLog` the ``training`` experiment's
+loop would: the same rows and columns, values equal up to floating-point rounding.
 
 Why the results are the loop's:
 
-* each member is built exactly as the loop builds it (``build_mlp`` with its seed's
-  generator, LSUV on its own copy), then copied into the stacks;
+* each member is the run the loop trains (``experiments.feedforward.build_run`` with
+  its seed), copied into the stacks;
 * each member draws its minibatch indices from that same generator, in the same order;
 * the loss is the *sum* of the members' mean losses, so the gradient of each member's
   slice is the gradient of its own loss, and every optimizer of :mod:`.train` (SGD,
@@ -28,18 +28,16 @@ other members, before or after some of them diverged (tested, both engines).  Th
 batched results are therefore reproducible per seed; they differ from the loop's only
 in the last bits (``baddbmm`` is not ``addmm``).
 
-:func:`train_members` also batches members whose configurations differ only in their
-initialization (``init``, ``sigma_w``, ``sigma_b``), as in a sweep over ``sigma_w``.
-
 Batch normalization (couples the samples of a minibatch, and its running statistics)
-and early stopping (restores weights per member) are not supported: :func:`supports`
-says so, and :func:`batched_training` then falls back to the per-seed loop.
+and early stopping (restores weights per member) are not supported:
+:func:`unsupported_reason` says so, and the experiment then runs the per-seed loop.
 
 Two engines compute the stacked forward pass: ``bmm`` (explicit ``baddbmm``, the
 default) and ``vmap`` (``torch.func.functional_call`` of the model under
-``torch.func.vmap``); :func:`benchmark` times them against the loop.  On the 2-core CPU
-this was developed on, ``bmm`` was the faster in every measurement (depth 20, width 64,
-16 seeds: 15-30 % less time per seed-step than ``vmap``), hence the default.
+``torch.func.vmap``); ``study.timing.benchmark_ensemble`` times them against the loop.
+On the 2-core CPU this was developed on, ``bmm`` was the faster in every measurement
+(depth 20, width 64, 16 seeds: 15-30 % less time per seed-step than ``vmap``), hence the
+default.
 """
 
 from __future__ import annotations
@@ -47,24 +45,17 @@ from __future__ import annotations
 import ctypes
 import math
 import os
-import time
 from collections.abc import Callable
 
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import resources
-from .experiments import _generator, make_data, training
-from .init import LSUV_BATCH, lsuv_
-from .models import MLP, build_mlp
+from .models.mlp import MLP
 from .remedies import Remedies
 from .train import TrainLog, divergence_cause, make_optimizer
 
 ENGINES = ("bmm", "vmap")
-#: Members trained in one batch; more seeds are split into chunks of this many.
-MAX_MEMBERS = 64
 #: Test samples evaluated at once (a fixed number, so a member's results do not depend on
 #: the size of its ensemble).
 TEST_CHUNK = 256
@@ -83,73 +74,21 @@ def unsupported_reason(config: dict) -> str:
     return ""
 
 
-def supports(config: dict) -> bool:
-    """Whether :func:`train_ensemble` can train ``config`` (else use the per-seed loop)."""
-    return not unsupported_reason(config)
+def train_ensemble(config: dict, runs: list, engine: str = "bmm") -> list[TrainLog]:
+    """The :class:`.TrainLog` of each run of ``runs``, trained as one ensemble.
 
-
-def batched_training(config: dict, seeds: list[int]) -> list[pd.DataFrame]:
-    """``[training(config, s) for s in seeds]``, batched when :func:`supports` allows.
-
-    The hook of the ``training`` experiment (``Experiment.batched``).
+    ``config`` is a resolved ``training`` configuration that :func:`unsupported_reason`
+    accepts; ``runs`` are its seeds' :class:`.experiments.feedforward.Run` s (built by
+    ``build_run``, so each member starts exactly as the loop's run does, on one shared
+    dataset).  ``engine`` is ``bmm`` or ``vmap`` (same results up to rounding).
     """
-    if not supports(config):
-        return [training(config, seed) for seed in seeds]
-    return train_ensemble(config, seeds)
-
-
-def train_ensemble(config: dict, seeds: list[int], engine: str = "bmm",
-                   max_members: int = MAX_MEMBERS) -> list[pd.DataFrame]:
-    """The ``training`` table of each seed of ``seeds``, trained as one ensemble.
-
-    ``config`` is a resolved ``training`` configuration that :func:`supports`;
-    ``engine`` is ``bmm`` or ``vmap`` (same results up to rounding).  Seeds are trained in
-    chunks of at most ``max_members`` (fewer if memory is short, see
-    :func:`members_per_batch`).
-    """
-    return train_members([(config, seed) for seed in seeds], engine, max_members)
-
-
-def train_members(members: list[tuple[dict, int]], engine: str = "bmm",
-                  max_members: int = MAX_MEMBERS) -> list[pd.DataFrame]:
-    """``[training(config, seed) for config, seed in members]``, batched.
-
-    Members whose configurations differ only in their initialization (:data:`INIT_KEYS`:
-    a sweep over ``sigma_w``, say) are trained together; :func:`batch_key` says which.
-    Every configuration must be one :func:`supports`.
-    """
-    for config, _ in members:
-        reason = unsupported_reason(config)
-        if reason:
-            raise ValueError(f"train_ensemble does not support this config: {reason}")
+    reason = unsupported_reason(config)
+    if reason:
+        raise ValueError(f"train_ensemble does not support this config: {reason}")
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; allowed: {', '.join(ENGINES)}")
-    forward = _forward_bmm if engine == "bmm" else _forward_vmap
     _keep_freed_memory()
-    groups: dict[tuple, list[int]] = {}
-    for i, (config, _) in enumerate(members):
-        groups.setdefault(batch_key(config), []).append(i)
-    tables: list[pd.DataFrame | None] = [None] * len(members)
-    for indices in groups.values():
-        config = members[indices[0]][0]
-        data = make_data(config)
-        size = members_per_batch(config, max_members)
-        for start in range(0, len(indices), size):
-            chunk = indices[start:start + size]
-            logs = _train([members[i] for i in chunk], data, forward)
-            for i, log in zip(chunk, logs, strict=True):
-                tables[i] = log.table()
-    return tables
-
-
-#: Parameters that only change how the members are initialized: members that differ
-#: in these alone can share one ensemble.
-INIT_KEYS = ("init", "sigma_w", "sigma_b")
-
-
-def batch_key(config: dict) -> tuple:
-    """Configurations with equal keys can be trained in one ensemble."""
-    return tuple(sorted((k, v) for k, v in config.items() if k not in INIT_KEYS + ("engine",)))
+    return _train(config, runs, _forward_bmm if engine == "bmm" else _forward_vmap)
 
 
 _MALLOC_TUNED = False
@@ -186,21 +125,6 @@ def _keep_freed_memory() -> None:
         return
     mallopt(M_MMAP_THRESHOLD, 32 * 2**20)
     mallopt(M_TRIM_THRESHOLD, 64 * 2**20)
-
-
-def members_per_batch(config: dict, max_members: int = MAX_MEMBERS) -> int:
-    """How many members to train at once: ``max_members``, fewer if memory is short.
-
-    Each member needs the per-seed memory of :func:`.resources.estimate_bytes` except
-    the parts they share (torch's runtime, the data); half of the available memory is
-    used.  A member's results do not depend on this number.
-    """
-    terms = resources.estimate_terms("training", config)
-    per_member = sum(v for k, v in terms.items() if k not in ("runtime", "data"))
-    have, _ = resources.available_bytes()
-    if have is None or per_member <= 0:
-        return max_members
-    return max(1, min(max_members, int(have / 2 / (resources.SAFETY * per_member))))
 
 
 # --------------------------------------------------------------------------- the stacks
@@ -334,25 +258,15 @@ def _total_norms(norms: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(norms.t().contiguous(), dim=1)
 
 
-def _build(config: dict, seed: int, data) -> tuple[MLP, torch.Generator]:
-    """One member, initialized exactly as ``experiments.training`` does."""
-    gen = _generator(seed)
-    model = build_mlp(config, d_in=config["d_in"], d_out=data.d_out, generator=gen)
-    if config["init"] == "lsuv":
-        lsuv_(model, data.x_train[:LSUV_BATCH])
-    return model, gen
-
-
-def _train(members: list[tuple[dict, int]], data, forward: Forward) -> list[TrainLog]:
-    """The :class:`.TrainLog` of each member, trained together (same :func:`batch_key`)."""
-    config = members[0][0]
-    built = [_build(member_config, seed, data) for member_config, seed in members]
-    gens = [gen for _, gen in built]
-    ens = _Ensemble([model for model, _ in built], config["optimizer"], config["lr"])
+def _train(config: dict, runs: list, forward: Forward) -> list[TrainLog]:
+    """The :class:`.TrainLog` of each run, trained together."""
+    data = runs[0].data
+    gens = [run.generator for run in runs]
+    ens = _Ensemble([run.model for run in runs], config["optimizer"], config["lr"])
     remedies = Remedies.from_config(config)
     steps, log_every, lr = config["steps"], config["log_every"], config["lr"]
     n, batch_size = data.x_train.shape[0], config["batch_size"]
-    logs = [TrainLog() for _ in members]
+    logs = [TrainLog() for _ in runs]
     for step in range(steps + 1):
         if not ens.members:
             break
@@ -413,7 +327,7 @@ def _train(members: list[tuple[dict, int]], data, forward: Forward) -> list[Trai
         ens.opt.step()
         ratios = _update_ratios(ens.params, before) if sampled else None
         for slot, row in enumerate(rows):
-            row["lr"] = step_lr
+            row["step_lr"] = step_lr
             if sampled:
                 row["update_ratio"] = ratios[slot]
             logs[ens.members[slot]].steps.append(row)
@@ -497,48 +411,3 @@ def _update_ratios(params: list[torch.Tensor], before: list[torch.Tensor]) -> li
     moved = _per_member_norms(torch._foreach_sub([p.detach() for p in params], before))
     weight = _per_member_norms(before)
     return (_total_norms(moved) / _total_norms(weight)).tolist()
-
-
-# --------------------------------------------------------------------------- timing
-
-def benchmark(depth: int = 20, width: int = 64, seeds: int = 16, steps: int = 100,
-              repeat: int = 3, engines: tuple[str, ...] = ENGINES, **overrides) -> dict:
-    """Time per seed-step of the per-seed loop and of :func:`train_ensemble`, in seconds.
-
-    Each time is the minimum over ``repeat`` runs (after one warm-up; the CPU may be
-    shared) of the whole computation (data, initialization, training, tables) for
-    ``seeds`` seeds of the ``training`` experiment (``overrides`` on top of its defaults),
-    divided by ``seeds * steps``.  Returns ``loop_s``, ``batched_s`` (the fastest
-    engine's), ``ratio`` (loop / batched), ``engine`` (the fastest), ``<engine>_s`` for
-    each engine, the same measured in process CPU time (``loop_cpu_s``,
-    ``<engine>_cpu_s``, ``cpu_ratio``: less disturbed by other processes, but summed
-    over threads), and ``threads`` (``torch.get_num_threads()``).
-    """
-    from .experiments import get
-
-    config = get("training").resolve({"depth": depth, "width": width, "steps": steps,
-                                      **overrides})
-    seed_list = list(range(seeds))
-    result: dict = {}
-    _keep_freed_memory()  # for the loop too, so both run with the same allocator settings
-
-    def measure(name: str, fn) -> None:
-        fn()  # warm-up
-        wall, cpu = [], []
-        for _ in range(repeat):
-            start, start_cpu = time.perf_counter(), time.process_time()
-            fn()
-            wall.append(time.perf_counter() - start)
-            cpu.append(time.process_time() - start_cpu)
-        result[f"{name}_s"] = min(wall) / (seeds * steps)
-        result[f"{name}_cpu_s"] = min(cpu) / (seeds * steps)
-
-    measure("loop", lambda: [training(config, s) for s in seed_list])
-    for engine in engines:
-        measure(engine, lambda e=engine: train_ensemble(config, seed_list, e))
-    fastest = min(engines, key=lambda e: result[f"{e}_s"])
-    result.update(engine=fastest, batched_s=result[f"{fastest}_s"],
-                  ratio=result["loop_s"] / result[f"{fastest}_s"],
-                  cpu_ratio=result["loop_cpu_s"] / result[f"{fastest}_cpu_s"],
-                  threads=torch.get_num_threads())
-    return result

@@ -20,7 +20,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from .config import Param
+from .engine.params import Param
 
 CLIPPING = ("none", "norm", "value", "agc")
 PENALTIES = ("none", "l1", "l2")

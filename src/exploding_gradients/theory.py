@@ -168,3 +168,156 @@ def critical_sigma_w(activation: str, sigma_b: float = 0.0, low: float = 0.05,
         mid = (low + high) / 2
         low, high = (mid, high) if f(mid) < 0 else (low, mid)
     return (low + high) / 2
+
+
+# --------------------------------------------------------------------------- closed forms
+
+def residual_relu_moments(scale: float, depth: int, q0: float = 1.0) -> pd.DataFrame:
+    """Mean-field moments of ``depth`` residual blocks x + scale * relu(W x), He-initialized.
+
+    W ~ N(0, 2/N), zero biases, block input x_0 with E[x_i^2] = ``q0`` and mean 0 (as in
+    ``signal_propagation``).  With q = E[x_i^2] and m = E[x_i] of a block's input, the
+    pre-activation h = W x has variance 2 q (W is centred, so the second moment of x
+    counts, not its variance), relu(h) has second moment q and mean sqrt(q / pi), and h_i
+    is independent of x_i for wide layers, so
+
+        q' = (1 + scale^2) q + 2 scale m sqrt(q / pi),    m' = m + scale sqrt(q / pi).
+
+    The textbook factor 1 + scale^2 holds only while m = 0: the branch relu(.) >= 0 adds
+    a positive mean to every unit, and that mean feeds the cross term.  Rows: ``layer``
+    l = 1 .. depth (the block whose Linear sees x_{l-1}), ``q`` and ``mean`` of x_{l-1},
+    ``preact_var`` = 2 q (what the gradient monitor reports for that Linear) and
+    ``forward_factor`` = q_l / q_{l-1}, the factor by which block l multiplies q.
+    """
+    if depth < 1 or scale < 0 or q0 <= 0:
+        raise ValueError("residual_relu_moments needs depth >= 1, scale >= 0 and q0 > 0")
+    qs, ms = [float(q0)], [0.0]
+    for _ in range(depth):
+        q, m = qs[-1], ms[-1]
+        branch_mean = scale * np.sqrt(q / np.pi)
+        qs.append((1 + scale**2) * q + 2 * m * branch_mean)
+        ms.append(m + branch_mean)
+    q, m = np.array(qs), np.array(ms)
+    return pd.DataFrame({"layer": np.arange(1, depth + 1), "q": q[:depth], "mean": m[:depth],
+                         "preact_var": 2 * q[:depth], "forward_factor": q[1:] / q[:-1]})
+
+
+def lsuv_prediction(activation: str) -> tuple[float, float]:
+    """(sigma_w, chi) of a deep LSUV-initialized network (Mishkin & Matas 2016), mean field.
+
+    LSUV rescales every layer until its pre-activations have unit variance, so q = 1 at
+    every layer, which for a layer with Var W = sigma_w^2 / N and no bias means
+    sigma_w^2 E[phi(z)^2] = 1 with z ~ N(0, 1).  The backward factor on the squared
+    gradient norm is then chi = sigma_w^2 E[phi'(z)^2] (see :mod:`.theory`): 1 for ReLU
+    (LSUV reproduces He initialization), above 1 for tanh (the forward pass is fixed, the
+    backward pass still explodes).
+    """
+    sigma_w = 1.0 / np.sqrt(length_map(activation, 1.0, 0.0, 1.0))
+    return float(sigma_w), float(chi(activation, sigma_w, 1.0))
+
+
+def decay_steps(lr: float, strength: float, factor: float) -> float:
+    """Steps for an L2 penalty or decoupled weight decay *alone* to shrink the weights by
+    ``factor`` (> 1) under plain gradient descent: each step multiplies them by
+    ``1 - lr * strength``, so ``ln(factor) / -ln|1 - lr * strength|``.  0 when one step
+    zeroes them (``lr * strength == 1``), inf when they never shrink (``strength == 0``
+    or ``lr * strength >= 2``)."""
+    shrink = abs(1.0 - lr * strength)
+    if shrink >= 1.0:
+        return float("inf")
+    if shrink == 0.0:
+        return 0.0
+    return float(np.log(factor) / -np.log(shrink))
+
+
+# --------------------------------------------------------------------------- recurrence
+
+#: sup |sigma'| of a recurrent nonlinearity (Pascanu, Mikolov & Bengio 2013).
+GAMMA = {"tanh": 1.0, "sigmoid": 0.25}
+
+
+def mean_field_growth(sigma_w: float, input_std: float) -> float:
+    """Mean-field per-step factor sqrt(chi_1) of a tanh RNN (untied-weights approximation).
+
+    The recurrent weights act like a layer with weight scale ``sigma_w`` and the input
+    drive like a bias of standard deviation ``input_std`` (fresh at every step).
+    """
+    return math.sqrt(chi1("tanh", sigma_w, input_std))
+
+
+def one_unit_trajectory(w, b, x0: float = 0.5, steps: int = 50):
+    """Final state of ``x_t = w sigmoid(x_{t-1}) + b`` and its exact derivatives.
+
+    Returns float64 arrays ``(x_steps, dx/dw, dx/db)``, the derivatives accumulated in
+    forward mode along the trajectory (no finite differences).
+    """
+    w, b = np.broadcast_arrays(np.asarray(w, dtype=float), np.asarray(b, dtype=float))
+    x = np.full(w.shape, float(x0))
+    dw = np.zeros(w.shape)
+    db = np.zeros(w.shape)
+    for _ in range(steps):
+        s = 1.0 / (1.0 + np.exp(-x))
+        ds = s * (1.0 - s)
+        dw, db = s + w * ds * dw, 1.0 + w * ds * db
+        x = w * s + b
+    return x, dw, db
+
+
+def one_unit_model(w, b, x0: float = 0.5, steps: int = 50, target: float = 0.7):
+    """Pascanu et al.'s one-unit RNN ``x_t = w sigmoid(x_{t-1}) + b``; loss and gradient.
+
+    ``w`` and ``b`` are numbers or arrays of one shape (a grid).  Returns float64 arrays
+    ``(loss, dloss_dw, dloss_db)`` with ``loss = (x_steps - target)^2``.
+    """
+    x, dw, db = one_unit_trajectory(w, b, x0, steps)
+    err = x - target
+    return err**2, 2 * err * dw, 2 * err * db
+
+
+def one_unit_cliff(w: float, steps: int = 50, x0: float = 0.5, target: float = 0.7,
+                   b_range: tuple[float, float] = (-10.0, 4.0), grid: int = 4001) -> dict:
+    """Locate the cliff of the one-unit model along ``b`` at fixed ``w`` and measure it.
+
+    x_steps increases with b (for w > 0), with one steep step where the trajectory
+    switches between the basins of the two stable fixed points.  The step is found on a
+    grid, then bisection on x_steps(b) = (midpoint of the step) narrows it to float64
+    resolution.  Returns ``b_star``, the losses on either side (``loss_left``,
+    ``loss_right``), the largest |dL/db| found at the cliff (``peak_grad``), and the
+    multiplier ``saddle_slope`` = w sigmoid'(x_u) of the unstable fixed point x_u of the
+    map at b_star (NaN if the map is not bistable there).
+    """
+    bs = np.linspace(*b_range, grid)
+    xs = one_unit_trajectory(w, bs, x0, steps)[0]
+    j = int(np.argmax(np.diff(xs)))
+    lo, hi = bs[j], bs[j + 1]
+    mid_x = (xs[j] + xs[j + 1]) / 2
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if mid in (lo, hi):
+            break
+        if one_unit_trajectory(w, mid, x0, steps)[0] < mid_x:
+            lo = mid
+        else:
+            hi = mid
+    peak = max(abs(float(one_unit_model(w, p, x0, steps, target)[2])) for p in (lo, hi))
+    return {"b_star": (lo + hi) / 2, "peak_grad": peak,
+            "loss_left": float(one_unit_model(w, bs[max(j - 1, 0)], x0, steps, target)[0]),
+            "loss_right": float(one_unit_model(w, bs[min(j + 2, grid - 1)], x0, steps,
+                                                target)[0]),
+            "saddle_slope": _saddle_slope(w, (lo + hi) / 2)}
+
+
+def _saddle_slope(w: float, b: float) -> float:
+    """w sigmoid'(x_u) at the unstable fixed point x_u of x -> w sigmoid(x) + b."""
+    if w <= 4:
+        return math.nan  # sigmoid' <= 1/4: one fixed point, never unstable
+    root = math.sqrt(1 - 4 / w)  # where w sigmoid'(x) = 1: sigmoid = (1 -+ root) / 2
+    x1, x2 = (math.log((1 - r) / (1 + r)) for r in (root, -root))
+    f = lambda x: w / (1 + math.exp(-x)) + b - x  # noqa: E731
+    if not f(x1) < 0 < f(x2):
+        return math.nan
+    for _ in range(200):
+        mid = (x1 + x2) / 2
+        x1, x2 = (mid, x2) if f(mid) < 0 else (x1, mid)
+    s = 1 / (1 + math.exp(-x1))
+    return w * s * (1 - s)

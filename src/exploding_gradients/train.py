@@ -17,11 +17,25 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .engine.params import ConfigError, Param
 from .monitor import GradientMonitor, UpdateRatio
 from .remedies import Remedies
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
+DEVICES = ("auto", "cpu", "cuda")
 NO_REMEDIES = Remedies()
+
+
+def resolve_device(name: object = "cpu") -> torch.device:
+    """The torch device for a ``device`` option: ``auto`` (CUDA if available), cpu, cuda."""
+    name = Param("device", "str", "cpu", choices=DEVICES).validate(name)
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    elif name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "parameter 'device': got 'cuda', but torch.cuda.is_available() is False (torch "
+            f"{torch.__version__} without CUDA, or no GPU visible); allowed: 'auto', 'cpu'")
+    return torch.device(name)
 
 
 def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
@@ -52,20 +66,24 @@ class TrainLog:
     stopped_step: int | None = None
     cause: str = ""
 
-    COLUMNS = ("step", "layer", "loss", "grad_norm", "lr", "update_ratio", "test_loss",
+    COLUMNS = ("step", "layer", "loss", "grad_norm", "step_lr", "update_ratio", "test_loss",
                "test_accuracy", "delta_norm", "preact_var")
+    #: How the run ended, repeated on every row.
+    OUTCOME = ("diverged_step", "stopped_step", "cause")
 
-    def table(self) -> pd.DataFrame:
-        """One row per logged step (``layer`` 0) and per sampled layer (``layer`` >= 1),
-        in the columns of :attr:`COLUMNS` (NaN where not measured), sorted by step and
-        layer, with ``diverged_step``/``stopped_step`` (-1 if None) and ``cause`` on every
-        row."""
-        steps = pd.DataFrame(self.steps).assign(layer=0)
-        per_layer = pd.DataFrame(self.layers).drop(columns=["name", "nonfinite"],
-                                                   errors="ignore")
-        table = pd.concat([steps, per_layer], ignore_index=True).reindex(columns=self.COLUMNS)
-        table = table.sort_values(["step", "layer"], kind="stable").reset_index(drop=True)
-        table = table.astype({c: "float64" for c in self.COLUMNS[2:]})
+    def table(self, columns: tuple[str, ...] = COLUMNS) -> pd.DataFrame:
+        """One row per logged step (``layer`` 0) and, if ``columns`` has ``layer``, per
+        sampled layer (``layer`` >= 1), in ``columns`` (NaN where not measured; every one
+        but ``step`` and ``layer`` as float64), sorted by step and layer, followed by
+        :attr:`OUTCOME`: ``diverged_step``/``stopped_step`` (-1 if None) and ``cause``."""
+        tables = [pd.DataFrame(self.steps).assign(layer=0)]
+        if "layer" in columns:
+            tables.append(pd.DataFrame(self.layers).drop(columns=["name", "nonfinite"],
+                                                         errors="ignore"))
+        table = pd.concat(tables, ignore_index=True).reindex(columns=list(columns))
+        table = table.sort_values([c for c in ("step", "layer") if c in columns],
+                                  kind="stable").reset_index(drop=True)
+        table = table.astype({c: "float64" for c in columns if c not in ("step", "layer")})
         return table.assign(
             diverged_step=-1 if self.diverged_step is None else self.diverged_step,
             stopped_step=-1 if self.stopped_step is None else self.stopped_step,
@@ -85,7 +103,8 @@ def train(model: nn.Module, next_batch: Callable[[], Batch],
           lr: float, steps: int, remedies: Remedies = NO_REMEDIES, log_every: int = 10,
           layers: dict[str, nn.Module] | None = None, final: tuple[torch.Tensor, ...] = (),
           evaluate: Callable[[nn.Module, Batch], dict] | None = None,
-          monitor: bool = True) -> TrainLog:
+          monitor: bool = True,
+          on_step: Callable[[int, nn.Module], None] | None = None) -> TrainLog:
     """Train ``model`` for ``steps`` steps on minibatches from ``next_batch()``.
 
     Every step logs the loss (without the weight penalty), the total gradient norm
@@ -100,6 +119,10 @@ def train(model: nn.Module, next_batch: Callable[[], Batch],
     NaN), update ratio, per-layer statistics - to time the bare loop against it (see
     :func:`.timing.benchmark_monitoring`).  A non-finite gradient is then caught one step
     later, by the loss.  The monitor's hooks are registered only during sampled steps.
+
+    ``on_step(step, model)``, if given, is called at the start of every step, before
+    its minibatch is drawn (a measurement of the model as the step finds it, such as
+    the loss's curvature; it must not draw from the minibatch generator).
     """
     opt = make_optimizer(optimizer, model.parameters(), lr)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -113,6 +136,8 @@ def train(model: nn.Module, next_batch: Callable[[], Batch],
     try:
         for step in range(steps + 1):
             sampled = step % log_every == 0 or step == steps
+            if on_step:
+                on_step(step, model)
             if watcher:
                 watcher.enabled = sampled  # hooks only on the steps that are recorded
             batch = next_batch()
@@ -148,7 +173,7 @@ def train(model: nn.Module, next_batch: Callable[[], Batch],
             step_lr = lr * remedies.lr_factor(step, steps)
             for group in opt.param_groups:
                 group["lr"] = step_lr
-            row["lr"] = step_lr
+            row["step_lr"] = step_lr
             remedies.clip_(params, list(final))
             if sampled and ratio is not None:
                 ratio.before_step()

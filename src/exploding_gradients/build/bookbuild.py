@@ -1,0 +1,66 @@
+"""Execute a chapter notebook with papermill into the book's generated folder.
+
+``python -m exploding_gradients.bookbuild notebooks/depth.ipynb book/generated/depth.ipynb
+--profile default``.  The executed copy is written to a temporary file and renamed, so an
+interrupted run never leaves a half-executed page for the book build to pick up.  The
+parameter cells are tagged ``remove-cell``: each chapter shows the parameters it
+actually used, once, as a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+import nbformat
+import papermill
+
+from ..study.plots import FIGURES_ENV
+
+HIDDEN = {"parameters", "injected-parameters"}
+
+
+def execute(source: Path, target: Path, profile: str = "default",
+            parameters: dict | None = None) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}-", suffix=".ipynb")
+    os.close(fd)
+    # The kernel inherits the environment: figures are also saved beside the pages.
+    previous = os.environ.get(FIGURES_ENV)
+    os.environ[FIGURES_ENV] = str(target.parent.resolve() / "figures")  # kernel cwd differs
+    try:
+        papermill.execute_notebook(str(source), tmp, kernel_name="python3",
+                                   parameters={"profile": profile, **(parameters or {})},
+                                   progress_bar=False, cwd=str(source.parent))
+        nb = nbformat.read(tmp, as_version=4)
+        for cell in nb.cells:
+            tags = cell.metadata.get("tags", [])
+            if HIDDEN & set(tags) and "remove-cell" not in tags:
+                cell.metadata["tags"] = [*tags, "remove-cell"]
+        nbformat.write(nb, tmp)
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+        if previous is None:
+            os.environ.pop(FIGURES_ENV)
+        else:
+            os.environ[FIGURES_ENV] = previous
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("source", type=Path)
+    parser.add_argument("target", type=Path)
+    parser.add_argument("--profile", default="default", choices=("quick", "default", "full"))
+    parser.add_argument("--backend", help="where the experiments run: serial, local or dask")
+    parser.add_argument("--scheduler", help="dask scheduler address, e.g. tcp://host:8786")
+    args = parser.parse_args(argv)
+    where = {k: v for k, v in [("backend", args.backend), ("scheduler", args.scheduler)] if v}
+    execute(args.source, args.target, args.profile, where)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,75 @@
+"""A configurable multilayer perceptron.
+
+``depth`` hidden layers, each ``Linear -> normalization -> activation`` (the Linear's
+output is the *pre-activation* the theory talks about), optionally wrapped in a residual
+connection ``x + scale * block(x)``, followed by a linear readout.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..activations import make_activation
+from ..init import initialize
+
+NORMALIZATIONS = ("none", "batch", "layer")
+
+
+def _norm(kind: str, width: int) -> nn.Module:
+    if kind == "none":
+        return nn.Identity()
+    if kind == "batch":
+        return nn.BatchNorm1d(width)
+    if kind == "layer":
+        return nn.LayerNorm(width)
+    raise ValueError(f"unknown normalization {kind!r}; allowed: {', '.join(NORMALIZATIONS)}")
+
+
+class Block(nn.Module):
+    """One hidden layer: ``act(norm(linear(x)))``, plus ``x`` when residual."""
+
+    def __init__(self, d_in: int, width: int, activation: str, normalization: str,
+                 residual: bool, residual_scale: float = 1.0):
+        super().__init__()
+        self.linear = nn.Linear(d_in, width)
+        self.norm = _norm(normalization, width)
+        self.act = make_activation(activation)
+        self.residual = residual and d_in == width
+        self.residual_scale = residual_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act(self.norm(self.linear(x)))
+        return x + self.residual_scale * out if self.residual else out
+
+
+class MLP(nn.Module):
+    """``depth`` hidden :class:`Block` s of ``width`` units and a linear readout."""
+
+    def __init__(self, d_in: int, width: int, depth: int, d_out: int, activation: str = "relu",
+                 normalization: str = "none", residual: bool = False,
+                 residual_scale: float = 1.0):
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            Block(d_in if i == 0 else width, width, activation, normalization, residual,
+                  residual_scale)
+            for i in range(depth)
+        )
+        self.readout = nn.Linear(width, d_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return self.readout(x)
+
+    def hidden_linears(self) -> list[nn.Linear]:
+        """The hidden layers' Linear modules, input side first (layer 1, 2, ...)."""
+        return [block.linear for block in self.blocks]
+
+
+def build_mlp(config: dict, d_in: int, d_out: int, generator: torch.Generator) -> MLP:
+    """An initialized :class:`MLP` from the shared model parameters of a config."""
+    model = MLP(d_in, config["width"], config["depth"], d_out, config["activation"],
+                config["normalization"], config["residual"], config.get("residual_scale", 1.0))
+    return initialize(model, config["init"], config["activation"], generator,
+                      config["sigma_w"], config["sigma_b"])

@@ -1,0 +1,306 @@
+"""Costs: the one timer (:func:`interleaved`) and the measurements built on it.
+
+A time is a property of the machine, not of the configuration, so it is never cached:
+every call measures afresh.  Report ratios (remedy vs none, batched vs looped) rather
+than absolute seconds, which depend on the reader's laptop.  Every cost table of the
+book comes from :func:`time_ratios` (time per step of a variant of an experiment against
+its base, as the slope between a short and a long run, so one-off setup is not counted)
+or from the benchmarks below, all timed by :func:`interleaved`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import gc
+import json
+import math
+import os
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from ..engine.registry import get
+from ..engine.runner import sweep
+from ..ensemble import ENGINES, _keep_freed_memory, train_ensemble
+from ..experiments.feedforward import Run, build_run, make_data, training
+from ..remedies import Remedies
+from ..train import train
+
+
+def interleaved(variants: dict[str, Callable[[], object]], rounds: int, warmup: int = 1,
+                clock: str = "cpu") -> dict[str, list[float]]:
+    """The one timer: seconds of each variant's call, per round.
+
+    Each round calls every variant once, in an order rotated from round to round, so a
+    change in the machine's speed hits them alike; ``warmup`` untimed calls of each come
+    first.  Python's garbage collector is paused during each timed call, as :mod:`timeit`
+    does: a full collection would land in one call at random.  ``clock`` is the policy
+    of every cost in the book: ``cpu``, the CPU time of this process (on a shared
+    machine, wall-clock time also counts the time other programs held the CPU), except
+    ``wall`` for what uses several processes (a parallel sweep), which CPU time of this
+    process would not see.
+    """
+    if clock not in ("cpu", "wall"):
+        raise ValueError(f"clock must be 'cpu' or 'wall', got {clock!r}")
+    now = time.process_time if clock == "cpu" else time.perf_counter
+    names = list(variants)
+    for name in names:
+        for _ in range(warmup):
+            variants[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            enabled = gc.isenabled()
+            gc.collect()
+            gc.disable()
+            try:
+                start = now()
+                variants[name]()
+                times[name].append(now() - start)
+            finally:
+                if enabled:
+                    gc.enable()
+    return times
+
+
+def _training_variants(config: dict | None, steps: int, repeat: int, seed: int,
+                       variants: dict[str, tuple[dict, Callable[[], object]]],
+                       overrides: dict) -> dict:
+    """CPU seconds per step of the ``training`` experiment's loop, per variant.
+
+    The run of ``config`` is built once (:func:`.feedforward.build_run`); every timed run
+    trains a fresh copy of the initial weights on the same minibatches for ``steps``
+    steps, without test-set evaluation.  ``variants`` maps a name to (extra keyword
+    arguments of :func:`..train.train`, a context-manager factory wrapped around the
+    run), timed by :func:`interleaved`.  Many short rounds measure a ratio better than a
+    few long ones.
+    """
+    cfg = get("training").resolve({**(config or {}), **overrides, "steps": steps})
+    run = build_run(cfg, seed)
+    state = run.generator.get_state()
+    ended_early = False
+
+    def once(extra: dict, context: Callable[[], object]) -> None:
+        nonlocal ended_early
+        trial = Run(copy.deepcopy(run.model), run.data, torch.Generator().set_state(state))
+        with context():
+            log = train(trial.model, trial.batches(cfg["batch_size"]), run.data.loss,
+                        optimizer=cfg["optimizer"], lr=cfg["lr"], steps=steps,
+                        remedies=Remedies.from_config(cfg), final=trial.final(),
+                        **{"layers": trial.layers(), "log_every": cfg["log_every"], **extra})
+        ended_early |= log.diverged_step is not None or log.stopped_step is not None
+
+    times = interleaved({name: (lambda v=v: once(*v)) for name, v in variants.items()},
+                        rounds=repeat)
+    return {"times": {k: [t / steps for t in v] for k, v in times.items()},
+            "ended_early": ended_early}
+
+
+def _ratio_summary(times: dict[str, list[float]], on: str, off: str) -> dict:
+    """Medians per step, and the on/off ratio as the median of the rounds' ratios: each
+    round's two runs ran back to back, so their ratio is little disturbed by the load
+    other programs put on a shared machine, and the median discards the rounds that were.
+    """
+    pairs = [a / b for a, b in zip(times[on], times[off], strict=True)]
+    return {f"{on}_step_seconds": statistics.median(times[on]),
+            f"{off}_step_seconds": statistics.median(times[off]),
+            "ratio": statistics.median(pairs), "ratio_min": min(pairs),
+            "ratio_max": max(pairs), "ratios": pairs}
+
+
+def benchmark_monitoring(config: dict | None = None, steps: int = 50, repeat: int = 20,
+                         seed: int = 0, budget: float = 0.05, **overrides) -> dict:
+    """How much the training loop's monitoring adds to a step: on/off CPU time ratio.
+
+    ``config`` (and ``overrides``) describe a ``training`` experiment, validated as by
+    :func:`.experiments.run`.  *On* is the loop as the experiment runs it: the total
+    gradient norm every step, and every ``log_every`` steps (a *sampled* step) the
+    update-to-weight ratio and the :class:`.monitor.GradientMonitor` statistics of every
+    hidden Linear.  *Off* is ``train(..., monitor=False)``, which computes none of them.
+    A third variant samples every step.  None evaluates on the test set.
+
+    Returns the median CPU seconds per step of *on* and *off* (``on_step_seconds``,
+    ``off_step_seconds``), the on/off ratio of each of the ``repeat`` rounds (``ratios``,
+    with ``ratio_min``/``ratio_max``) and their median ``ratio``, and ``ended_early`` (a
+    run diverged or stopped, so the variants compare different work; pick a healthy
+    configuration).  The overhead splits into a part paid every step and one paid per
+    sampled step; the three variants give both, as fractions of a bare step
+    (``every_step_overhead``, ``sample_cost``, medians over the rounds), hence the
+    overhead of a long run at this ``log_every`` (``long_run_overhead``; a short run
+    samples relatively more often: steps 0, log_every, ... and the last) and the
+    smallest ``log_every`` that keeps it within ``budget`` (``interval_for_budget``, inf
+    if the every-step part alone exceeds it).
+    """
+    result = _training_variants(config, steps, repeat, seed,
+                                {"on": ({}, contextlib.nullcontext),
+                                 "every": ({"log_every": 1}, contextlib.nullcontext),
+                                 "off": ({"monitor": False}, contextlib.nullcontext)},
+                                overrides)
+    times = result["times"]
+    log_every = get("training").resolve({**(config or {}), **overrides})["log_every"]
+
+    def sampled(interval: int) -> float:  # fraction of the steps that are sampled
+        return len(set(range(0, steps + 1, interval)) | {steps}) / steps
+
+    per_step, per_sample = [], []
+    for on, every, off in zip(times["on"], times["every"], times["off"], strict=True):
+        sample = (every - on) / (sampled(1) - sampled(log_every)) if log_every > 1 else 0.0
+        per_sample.append(sample / off)
+        per_step.append((on - off - sample * sampled(log_every)) / off)
+    step_cost, sample_cost = statistics.median(per_step), statistics.median(per_sample)
+    room = budget - max(step_cost, 0.0)
+    return {**_ratio_summary(times, "on", "off"), "steps": steps, "repeat": repeat,
+            "log_every": log_every, "every_step_overhead": step_cost,
+            "sample_cost": sample_cost, "budget": budget,
+            "long_run_overhead": step_cost + sample_cost / log_every,
+            "interval_for_budget": math.ceil(sample_cost / room) if room > 0 else math.inf,
+            "ended_early": result["ended_early"]}
+
+
+@contextlib.contextmanager
+def _quiet_anomaly_mode():
+    """``torch.autograd.detect_anomaly()`` without its "enabled" warning on every entry."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Anomaly Detection has been enabled")
+        with torch.autograd.detect_anomaly():
+            yield
+
+
+def benchmark_anomaly_detection(config: dict | None = None, steps: int = 20, repeat: int = 3,
+                                seed: int = 0, **overrides) -> dict:
+    """Cost of ``torch.autograd.detect_anomaly()`` around the same loop: on/off ratio.
+
+    As :func:`benchmark_monitoring`, with both variants unmonitored
+    (``monitor=False``) and *on* run inside ``torch.autograd.detect_anomaly()``, which
+    records a traceback for every operation of the forward pass and checks every output
+    of the backward pass for NaN.  Same keys as :func:`benchmark_monitoring`, with
+    ``anomaly_step_seconds`` and ``plain_step_seconds``.
+    """
+    result = _training_variants(config, steps, repeat, seed,
+                                {"anomaly": ({"monitor": False}, _quiet_anomaly_mode),
+                                 "plain": ({"monitor": False}, contextlib.nullcontext)},
+                                overrides)
+    return {**_ratio_summary(result["times"], "anomaly", "plain"), "steps": steps,
+            "repeat": repeat, "ended_early": result["ended_early"]}
+
+
+def time_ratios(name: str, base: dict, variants: dict[str, dict], steps: tuple[int, int],
+                rounds: int = 3, seed: int = 0) -> pd.DataFrame:
+    """CPU time per optimizer step of each variant of experiment ``name``, relative to
+    ``base``, measured in interleaved rounds.
+
+    A run also pays once for building its data and model (and, for LSUV, for fitting
+    the initialization), which would dilute a ratio of whole runs towards 1.  So each
+    configuration (``base`` updated with a variant's overrides) is run with
+    ``steps = (n1, n2)`` optimizer steps: the time per step is the slope
+    (t(n2) - t(n1)) / (n2 - n1), and the one-off cost the intercept t(n1) - n1 * slope.
+    The runs are timed by :func:`interleaved` (CPU time, rotated rounds, after one
+    untimed run each), so a change in the machine's speed affects a round's numerator
+    and denominator alike; the spread over rounds shows how noisy the ratio is.  Rows:
+    one per (variant, round) with ``step_seconds``, ``ratio`` (to the same round's base)
+    and ``extra_setup_steps`` (the variant's one-off cost beyond the base's, in base
+    steps).
+    """
+    n1, n2 = steps
+    if not 0 < n1 < n2:
+        raise ValueError(f"time_ratios needs steps = (n1, n2) with 0 < n1 < n2, got {steps}")
+    exp = get(name)
+    configs = {"base": {**base}, **{k: {**base, **v} for k, v in variants.items()}}
+    resolved = {(k, n): exp.resolve({**c, "steps": n}) for k, c in configs.items()
+                for n in (n1, n2)}
+    calls = {key: (lambda c=c: exp.func(c, seed)) for key, c in resolved.items()}
+    times = interleaved(calls, rounds=rounds)
+    rows = []
+    for r in range(rounds):
+        fit = {}
+        for k in configs:
+            t1, t2 = times[(k, n1)][r], times[(k, n2)][r]
+            slope = (t2 - t1) / (n2 - n1)
+            fit[k] = (slope, t1 - n1 * slope)
+        base_slope, base_setup = fit["base"]
+        rows.extend({"variant": k, "round": r, "step_seconds": fit[k][0],
+                     "ratio": fit[k][0] / base_slope,
+                     "extra_setup_steps": (fit[k][1] - base_setup) / base_slope}
+                    for k in variants)
+    return pd.DataFrame(rows)
+
+
+def benchmark_ensemble(depth: int = 20, width: int = 64, seeds: int = 16, steps: int = 100,
+                       rounds: int = 3, engines: tuple[str, ...] = ENGINES,
+                       **overrides) -> dict:
+    """CPU seconds per seed-step of the per-seed loop and of each batched engine.
+
+    Each variant is the whole computation (data, initialization, training, tables) of
+    ``seeds`` seeds of the ``training`` experiment (``overrides`` on top of its
+    defaults), timed by :func:`interleaved`, divided by ``seeds * steps``.  Returns
+    ``loop_s`` and ``<engine>_s`` (medians over the rounds) with their ranges
+    (``<name>_min_s``, ``<name>_max_s``), the fastest ``engine``, ``batched_s`` (its
+    time), ``ratio`` (loop / batched, the median of the rounds' ratios) and ``threads``.
+    """
+    config = get("training").resolve({"depth": depth, "width": width, "steps": steps,
+                                      **overrides})
+    seed_list = list(range(seeds))
+    _keep_freed_memory()  # for the loop too, so both run with the same allocator settings
+    data = make_data(config)
+
+    def batched(engine: str) -> None:
+        train_ensemble(config, [build_run(config, s, data=data) for s in seed_list], engine)
+
+    calls = {"loop": lambda: [training(config, s) for s in seed_list],
+             **{e: (lambda e=e: batched(e)) for e in engines}}
+    times = {k: [t / (seeds * steps) for t in v]
+             for k, v in interleaved(calls, rounds=rounds).items()}
+    result: dict = {"threads": torch.get_num_threads()}
+    for k, v in times.items():
+        result.update({f"{k}_s": statistics.median(v), f"{k}_min_s": min(v),
+                       f"{k}_max_s": max(v)})
+    fastest = min(engines, key=lambda e: result[f"{e}_s"])
+    ratios = [a / b for a, b in zip(times["loop"], times[fastest], strict=True)]
+    result.update(engine=fastest, batched_s=result[f"{fastest}_s"],
+                  ratio=statistics.median(ratios), ratio_min=min(ratios),
+                  ratio_max=max(ratios))
+    return result
+
+
+def sweep_speedup(jobs: int = 8, steps: int = 200, rounds: int = 1) -> dict:
+    """Wall-clock speed-up of a sweep of ``jobs`` training runs on ``local`` workers (one
+    per core) over the same sweep in this process; worker start-up is not counted."""
+    grid = [{"lr": 0.001 * (i + 1)} for i in range(jobs)]
+    common = dict(depth=8, width=64, steps=steps, use_cache=False)
+    workers = os.cpu_count() or 1
+    times = interleaved(
+        {"serial": lambda: sweep("training", grid, backend="serial", **common),
+         "local": lambda: sweep("training", grid, backend="local", workers=workers, **common)},
+        rounds=rounds, clock="wall")
+    ratios = [a / b for a, b in zip(times["serial"], times["local"], strict=True)]
+    return {"jobs": jobs, "workers": workers, "serial_s": statistics.median(times["serial"]),
+            "local_s": statistics.median(times["local"]), "ratio": statistics.median(ratios)}
+
+
+def benchmark_record(path: Path) -> pd.DataFrame | None:
+    """The ``make benchmark`` record at ``path`` (``benchmarks/latest.json``, written by
+    ``benchmarks/run.py``; not versioned, since it describes one machine) as a table of
+    ratios, or None if there is none."""
+    if not path.is_file():
+        return None
+    rec = json.loads(path.read_text())
+    book = rec["book"]
+    rows = [("batched / looped seeds (speed-up per seed-step)", rec["batched_seeds"]["ratio"]),
+            ("all cores / one process (sweep speed-up)", rec["parallel_sweep"]["ratio"]),
+            ("monitoring on / off (time per step)", rec["monitoring"]["ratio"]),
+            ("smallest log_every keeping monitoring within 5%",
+             rec["monitoring"].get("interval_for_budget", math.nan)),
+            ("monitoring on / off, width 256", rec.get("monitoring_wide", {}).get("ratio",
+                                                                                math.nan)),
+            ("warm / cold book build", book["warm_s"] / book["cold_s"]),
+            ("incremental / cold book build", book["incremental_s"] / book["cold_s"]),
+            ("cold book build, seconds", book["cold_s"])]
+    return pd.DataFrame(rows, columns=["measurement", "value"]).assign(
+        machine=rec["machine"], date=rec["date"], commit=rec["commit"],
+        profile=book["profile"])

@@ -1,0 +1,140 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import exploding_gradients as eg
+from exploding_gradients import theory
+from exploding_gradients.init import effective_sigmas, initialize
+from exploding_gradients.models.mlp import MLP
+from exploding_gradients.study import growth
+
+
+@pytest.mark.parametrize("activation, sigma_w", [("relu", 1.2), ("relu", 1.6), ("tanh", 2.0)])
+def test_measured_growth_matches_mean_field_theory(activation, sigma_w):
+    """Per-layer growth of ||dL/dh^l|| against exp(mean ln chi^l / 2).
+
+    Tolerance 3 %: at width 256 the finite-width bias of the fitted log-slope is about
+    1 % (fluctuations of order 1/N per layer, Hanin 2018) and the spread of the mean over
+    8 seeds is about 0.3 %.  A wrong theory is caught: using chi instead of sqrt(chi)
+    would be off by 13-28 % for these settings, and the critical value by 41 %.
+    """
+    df = eg.run("signal_propagation", depth=20, width=256, activation=activation,
+                sigma_w=sigma_w, seeds=8)
+    measured = growth.growth_per_layer(df, "delta_norm")["growth"].mean()
+    predicted = theory.predicted_growth(activation, sigma_w, 0.0, depth=20)
+    assert measured == pytest.approx(predicted, rel=0.03)
+
+
+def test_input_gradient_by_depth_matches_measurement():
+    """Absolute prediction (no fitted constant) of ||dL/dh^1|| for an exploding ReLU net.
+
+    Tolerance 25 %: the median over seeds of a norm that fluctuates log-normally
+    (variance of ln ||delta||^2 ~ 5 depth/width) sits below sqrt(E||delta||^2); the
+    prediction grows by 1e4 over these depths, so a wrong exponent is far outside it.
+    """
+    depths = [1, 10, 30]
+    df = eg.sweep("signal_propagation", [{"depth": d} for d in depths], seeds=6, width=256,
+                  sigma_w=1.6)
+    measured = df[df.layer == 1].groupby("depth")["delta_norm"].median().to_numpy()
+    predicted = theory.input_gradient_by_depth("relu", 1.6, 0.0, depths, 64, 10)
+    np.testing.assert_allclose(measured, predicted["delta1_norm"], rtol=0.25)
+
+
+def test_same_seed_gives_bit_identical_results():
+    kwargs = dict(depth=6, width=32, activation="tanh", seeds=2, use_cache=False)
+    a = eg.run("signal_propagation", **kwargs)
+    b = eg.run("signal_propagation", **kwargs)
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    t1 = eg.run("training", depth=3, width=16, steps=15, seeds=1, use_cache=False)
+    t2 = eg.run("training", depth=3, width=16, steps=15, seeds=1, use_cache=False)
+    pd.testing.assert_frame_equal(t1, t2, check_exact=True)
+
+
+def test_different_seeds_differ():
+    df = eg.run("signal_propagation", depth=4, width=16, seeds=2)
+    a, b = (df[df.seed == s]["delta_norm"].to_numpy() for s in (0, 1))
+    assert not np.array_equal(a, b)
+
+
+def test_signal_propagation_table_shape():
+    df = eg.run("signal_propagation", depth=7, width=16, seeds=3)
+    assert list(df.columns[:2]) == ["seed", "layer"]
+    assert len(df) == 21 and sorted(df.layer.unique()) == list(range(1, 8))
+    assert {"grad_norm", "delta_norm", "preact_var"} <= set(df.columns)
+
+
+@pytest.mark.parametrize("normalization", ["batch", "layer"])
+def test_normalization_and_residual_run(normalization):
+    df = eg.run("signal_propagation", depth=5, width=16, normalization=normalization,
+                residual=True)
+    assert np.isfinite(df["delta_norm"]).all()
+
+
+def test_diverging_training_is_a_result_not_a_crash():
+    df = eg.run("training", depth=10, width=32, sigma_w=3.0, lr=1.0, steps=50, seeds=2)
+    assert (df["diverged_step"] >= 0).all()
+    assert set(df["cause"]) <= {"nan_loss", "inf_loss", "nan_grad", "inf_grad"}
+    whole = df[df.layer == 0]
+    assert whole.groupby("seed").step.max().max() < 50
+
+
+def test_training_learns_with_he_init():
+    df = eg.run("training", depth=4, width=64, init="he", optimizer="adam", lr=1e-3,
+                steps=150, log_every=50)
+    whole = df[df.layer == 0]
+    assert (df["diverged_step"] == -1).all()
+    assert whole.loss.iloc[-1] < 0.5 * whole.loss.iloc[0]
+    assert whole.test_accuracy.dropna().iloc[-1] > 0.6
+
+
+@pytest.mark.parametrize("scheme", ["default", "normal", "xavier", "he", "orthogonal"])
+def test_init_schemes_have_their_stated_variance(scheme):
+    torch.manual_seed(0)
+    model = MLP(512, 512, 2, 1, activation="relu")
+    initialize(model, scheme, "relu", torch.Generator().manual_seed(0), sigma_w=1.7,
+               sigma_b=0.3)
+    w = model.blocks[1].linear.weight
+    sw, sb = effective_sigmas(scheme, "relu", 512, 512, 1.7, 0.3)
+    # 262k entries: the sample variance is within 1 % of the true one with overwhelming
+    # probability (relative sd sqrt(2/n) ~ 0.3 %).
+    assert (w.var().item() * 512) == pytest.approx(sw**2, rel=0.01)
+    b = model.blocks[1].linear.bias
+    assert b.var().item() == pytest.approx(sb**2, rel=0.2, abs=1e-4)
+
+
+def test_he_is_critical_for_relu_and_xavier_for_tanh():
+    assert theory.chi1("relu", *effective_sigmas("he", "relu", 64, 64)) == pytest.approx(1.0)
+    assert theory.chi1("tanh", *effective_sigmas("xavier", "tanh", 64, 64)) == pytest.approx(
+        1.0, abs=1e-2)
+    assert math.isclose(effective_sigmas("default", "relu", 64, 64)[0] ** 2, 1 / 3)
+
+
+def test_batch_norm_explodes_at_the_rate_of_yang_et_al():
+    """Per-layer factor on ||delta||^2 of a batch-normalized ReLU net vs pi/(pi-1).
+
+    pi/(pi-1) = 1.467 is the large-batch, infinite-width limit; at batch 256 and width
+    256 we measured it within 2 %.  Tolerance 5 % covers those finite-size corrections;
+    the unnormalized network (factor 1) and any theory without batch-norm explosion are
+    more than 30 % away.
+    """
+    df = eg.run("signal_propagation", depth=20, width=256, init="he", normalization="batch",
+                batch_size=256, seeds=3)
+    rate = (growth.growth_per_layer(df, "delta_norm")["growth"] ** 2).mean()
+    assert rate == pytest.approx(math.pi / (math.pi - 1), rel=0.05)
+
+
+def test_unnormalized_inputs_inflate_every_layers_gradient():
+    """A bias-free ReLU net is positively homogeneous: inputs 100x larger (in their largest
+    features) make every activation, the output error and so every layer's gradient
+    larger; measured about 70x.  10x is far from the no-effect value 1."""
+    from exploding_gradients.data import feature_scales
+
+    assert feature_scales(5, 100.0).tolist() == pytest.approx([1, 100**0.25, 10, 100**0.75, 100])
+    runs = eg.sweep("training", [{"input_scale_spread": s} for s in (1.0, 100.0)], depth=3,
+                    width=32, steps=1, seeds=2)
+    step0 = runs[runs.step == 0].groupby(["input_scale_spread", "layer"]).grad_norm.median()
+    for layer in (1, 2, 3):
+        assert step0[(100.0, layer)] > 10 * step0[(1.0, layer)]
