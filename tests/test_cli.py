@@ -1,6 +1,9 @@
+import errno
 import json
+import os
 import subprocess
 import sys
+import time
 
 import pandas as pd
 
@@ -62,3 +65,95 @@ def test_out_that_is_a_file_is_refused_before_compute(tmp_path, capsys):
     (tmp_path / "file").write_text("")
     assert main(["run", "signal_propagation", "--out", str(tmp_path / "file")]) == 2
     assert "--out" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- --out
+
+def _run(out, depth, seeds=2):
+    return main(["run", "signal_propagation", "--set", f"depth={depth}", "--set", "width=8",
+                 "--seeds", str(seeds), "--out", str(out)])
+
+
+def _whole_run(out):
+    """The run in ``out``: its config's depth and seeds, checked against the table."""
+    config = json.loads((out / "config.json").read_text())
+    table = pd.read_csv(out / "results.csv")
+    assert sorted(table.seed.unique()) == list(range(config["seeds"]))
+    assert len(table) == config["seeds"] * config["config"]["depth"]
+    return config["config"]["depth"], config["seeds"]
+
+
+def test_a_write_that_fails_leaves_the_previous_run_whole(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    assert _run(out, depth=3) == 0
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", full_disk)
+    assert _run(out, depth=4) == 1
+    assert "still holds what it held before" in capsys.readouterr().err
+    assert _whole_run(out) == (3, 2)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # nothing half-written
+
+
+def test_ctrl_c_while_writing_leaves_the_previous_run_whole(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    assert _run(out, depth=3) == 0
+
+    def interrupted(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", interrupted)  # seed 0 is cached: only the write fsyncs
+    assert _run(out, depth=3, seeds=1) == 130
+    assert "still holds what it held before" in capsys.readouterr().err
+    assert _whole_run(out) == (3, 2)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    monkeypatch.undo()
+    assert _run(out, depth=3, seeds=1) == 0 and _whole_run(out) == (3, 1)
+
+
+def test_ctrl_c_during_a_run_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    from exploding_gradients import cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run", interrupted)
+    assert _run(tmp_path / "out", depth=3) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "resume" in err and "Traceback" not in err
+
+
+def test_out_holding_other_files_is_refused_before_compute(tmp_path, capsys):
+    out = tmp_path / "project"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert _run(out, depth=3) == 2
+    assert "holds other files (notes.txt)" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "mine" and len(list(out.iterdir())) == 1
+
+
+def test_killed_at_any_moment_out_holds_one_whole_run(tmp_path):
+    """SIGKILL while a large table is being written (its seeds come from the cache, so
+    writing is most of the time): the folder holds the old run or the new one."""
+    env = {**os.environ, "EXPLODING_GRADIENTS_CACHE": str(tmp_path / "cache"),
+           "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "exploding_gradients", "run", "training", "--set",
+               "depth=3", "--set", "width=4", "--set", "steps=3000", "--set", "log_every=1",
+               "--seeds"]
+    for seeds in ("2", "3"):  # fill the cache, and write an old run
+        subprocess.run([*command, seeds, "--out", str(out)], env=env, check=True,
+                       capture_output=True)
+    seen = set()
+    for delay in (0.6, 0.9, 1.2, 1.5, 1.8, 2.2, 2.8):
+        proc = subprocess.Popen([*command, "2" if len(seen) % 2 else "3", "--out", str(out)],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.kill()
+        proc.wait()
+        config = json.loads((out / "config.json").read_text())
+        table = pd.read_csv(out / "results.csv")
+        assert sorted(table.seed.unique()) == list(range(config["seeds"]))
+        seen.add(config["seeds"])

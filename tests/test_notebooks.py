@@ -3,7 +3,7 @@
 These are the slow tests (about a minute): they run the real pipeline of ``make book``
 on copies in a temporary folder, so the working tree is never touched.  The executed
 copy and the build are session fixtures (``tests/conftest.py``), shared with
-``tests/test_site.py``, which opens the built pages in a headless browser.
+``tests/test_browser.py``, which opens the built pages in a headless browser.
 """
 
 from pathlib import Path

@@ -1,16 +1,20 @@
 """Execute a chapter notebook with papermill into the book's generated folder.
 
-``python -m exploding_gradients.bookbuild notebooks/depth.ipynb book/generated/depth.ipynb
---profile default``.  The executed copy is written to a temporary file and renamed, so an
-interrupted run never leaves a half-executed page for the book build to pick up.  The
-parameter cells are tagged ``remove-cell``: each chapter shows the parameters it
-actually used, once, as a table.
+``python -m exploding_gradients.build.bookbuild notebooks/depth.ipynb
+book/generated/depth.ipynb --profile default``.  The executed copy is written to a
+temporary file in ``book/generated/.partial/`` (a folder the book never reads, with a
+suffix no tool takes for a notebook) and renamed into place when it is whole, so an
+interrupted run never leaves a half-executed page: SIGTERM and SIGHUP are turned into a
+clean exit that removes the temporary file, and the leftovers of a SIGKILL are removed
+when the page is next built.  The parameter cells are tagged ``remove-cell``: each
+chapter shows the parameters it actually used, once, as a table.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import tempfile
 from pathlib import Path
 
@@ -20,12 +24,17 @@ import papermill
 from ..study.plots import FIGURES_ENV
 
 HIDDEN = {"parameters", "injected-parameters"}
+PARTIAL = ".partial"
 
 
 def execute(source: Path, target: Path, profile: str = "default",
             parameters: dict | None = None) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}-", suffix=".ipynb")
+    partial = target.parent / PARTIAL
+    partial.mkdir(parents=True, exist_ok=True)
+    for leftover in partial.glob(f"{target.stem}-*.partial.json"):  # of a killed earlier run
+        leftover.unlink(missing_ok=True)
+    # .json: papermill writes it without complaint, and no tool takes it for a page
+    fd, tmp = tempfile.mkstemp(dir=partial, prefix=f"{target.stem}-", suffix=".partial.json")
     os.close(fd)
     # The kernel inherits the environment: figures are also saved beside the pages.
     previous = os.environ.get(FIGURES_ENV)
@@ -49,6 +58,10 @@ def execute(source: Path, target: Path, profile: str = "default",
             os.environ[FIGURES_ENV] = previous
 
 
+def _exit_on(signum: int, frame) -> None:
+    raise SystemExit(128 + signum)  # unwinds through execute's cleanup
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", type=Path)
@@ -57,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", help="where the experiments run: serial, local or dask")
     parser.add_argument("--scheduler", help="dask scheduler address, e.g. tcp://host:8786")
     args = parser.parse_args(argv)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _exit_on)
     where = {k: v for k, v in [("backend", args.backend), ("scheduler", args.scheduler)] if v}
     execute(args.source, args.target, args.profile, where)
     return 0

@@ -117,7 +117,9 @@ def glue_figure(name: str, fig: plt.Figure, params: dict) -> None:
     folder = os.environ.get(FIGURES_ENV)
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
-        fig.savefig(Path(folder) / f"{name}.png")
+        tmp = Path(folder) / f".{name}.png.part"  # renamed when whole: never half a figure
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, Path(folder) / f"{name}.png")
     glue(name, fig, display=False)
     plt.close(fig)
 
