@@ -290,3 +290,74 @@ def test_anomaly_report_names_the_backward_function():
     assert report["forward_file"].endswith("test_monitor.py")
     healthy = anomaly_report(lambda: (w * 2).sum().backward())
     assert not healthy["raised"] and healthy["function"] == ""
+
+
+# --------------------------------------------------------------------------- odd models
+
+class DictOut(torch.nn.Module):
+    """A Hugging-Face-style module returning a dict, and one returning None."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        return {"hidden": self.lin(x), "note": "not a tensor"}
+
+
+class NoneOut(torch.nn.Module):
+    def forward(self, x):
+        return None
+
+
+class Model(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.block, self.side, self.head = DictOut(), NoneOut(), torch.nn.Linear(4, 1)
+
+    def forward(self, x):
+        self.side(x)
+        return self.head(torch.tanh(self.block(x)["hidden"]))
+
+
+def test_the_monitor_never_breaks_a_model_whatever_its_modules_return():
+    model = Model()
+    x = torch.randn(8, 4)
+    monitor = GradientMonitor(model, {"block": model.block, "side": model.side,
+                                      "head": model.head})
+    model(x).sum().backward()  # the user's own forward pass runs as without the monitor
+    rows = {row["name"]: row for row in monitor.layer_stats()}
+    hidden = model.block.lin(x)
+    assert rows["block"]["preact_var"] == pytest.approx(hidden.var(unbiased=False).item())
+    assert rows["block"]["delta_norm"] > 0 and rows["block"]["calls"] == 1
+    assert math.isnan(rows["side"]["preact_var"]) and math.isnan(rows["side"]["delta_norm"])
+    monitor.remove()
+
+
+def test_a_forward_pass_alone_reports_no_gradient_from_an_earlier_pass():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Tanh(), torch.nn.Linear(3, 1))
+    monitor = GradientMonitor(model)
+    model(torch.randn(5, 3)).sum().backward()
+    first = monitor.layer_stats()
+    assert all(math.isfinite(row["delta_norm"]) for row in first)
+    with torch.no_grad():
+        model(torch.randn(5, 3) * 10)  # forward only
+    second = monitor.layer_stats()
+    assert all(math.isnan(row["delta_norm"]) for row in second)
+    assert second[0]["preact_var"] != first[0]["preact_var"]  # this pass's output
+
+
+def test_a_layer_called_twice_reports_its_last_call_consistently():
+    shared, head = torch.nn.Linear(4, 4), torch.nn.Linear(4, 1)
+    x = torch.randn(6, 4)
+    monitor = GradientMonitor(torch.nn.ModuleDict({"l": shared, "h": head}),
+                              {"l": shared, "h": head})
+    first = shared(x)
+    second = shared(torch.tanh(first))
+    second.retain_grad()
+    head(second).sum().backward()
+    with pytest.warns(UserWarning, match="'l' ran 2 times in one pass"):
+        row = monitor.layer_stats()[0]
+    assert row["calls"] == 2
+    assert row["preact_var"] == pytest.approx(second.detach().var(unbiased=False).item())
+    assert row["delta_norm"] == pytest.approx(second.grad.norm().item())

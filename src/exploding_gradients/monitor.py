@@ -14,9 +14,14 @@ For each watched module it records, on every forward/backward pass while enabled
 * ``grad_norm`` - L2 norm of the gradient of the module's own weight (read from
   ``.grad`` when asked, so it costs nothing during training);
 * ``nonfinite`` - whether the output or its gradient held a NaN/Inf
-  (:meth:`GradientMonitor.first_nonfinite` says where it started).
+  (:meth:`GradientMonitor.first_nonfinite` says where it started);
+* ``calls`` - how many times the module ran in the pass (a shared layer runs more than
+  once; its statistics are then those of its last call, with a warning).
 
-Only the last pass is kept; the training loop decides when to read it.  A pass only
+Only the last pass is kept, and a pass's statistics never carry over into the next (a
+forward pass without backward reports no ``delta_norm``); the training loop decides when
+to read it.  A module whose output is not a tensor (a tuple, a dict: its first
+floating-point tensor is watched; None: nothing is) never breaks the model.  A pass only
 copies each output and keeps the gradient w.r.t. it; both are reduced when read, all
 layers at once (stacked variances, fused norms) and converted to floats in one go, with
 no host-device synchronisation per layer.  So an enabled monitor holds two tensors per
@@ -85,6 +90,22 @@ def variances(tensors: list[torch.Tensor]) -> list[float]:
         for i, v in zip(members, var.tolist(), strict=True):
             out[i] = v
     return out
+
+
+def _first_tensor(output) -> torch.Tensor | None:
+    """The tensor a module's output stands for: the output itself, or the first
+    floating-point tensor of a tuple, list or dict (many modules return those); None if
+    there is none, so the monitor never breaks a model whatever it returns."""
+    if isinstance(output, torch.Tensor):
+        return output if output.is_floating_point() else None
+    if isinstance(output, Mapping):
+        output = list(output.values())
+    if isinstance(output, (tuple, list)):
+        for item in output:
+            found = _first_tensor(item)
+            if found is not None:
+                return found
+    return None
 
 
 def _weight(module: nn.Module) -> torch.Tensor | None:
@@ -164,6 +185,9 @@ class GradientMonitor:
         self._stats: dict[str, dict[str, float]] = {name: {} for name in self.modules}
         self._outputs: dict[str, torch.Tensor] = {}
         self._grads: dict[str, torch.Tensor] = {}
+        self._calls: dict[str, int] = {}  # forward calls of each module in this pass
+        self._read_since_pass = True  # the next forward call starts a new pass
+        self._warned: set[str] = set()
         self._handles: list = []
         self._update: UpdateRatio | None = None
         self.enabled = enabled
@@ -183,18 +207,30 @@ class GradientMonitor:
 
     def _forward_hook(self, name: str):
         def hook(module, inputs, output):
-            out = output[0] if isinstance(output, tuple) else output
+            if self._read_since_pass:  # a new pass: nothing of the last one may remain
+                self._read_since_pass = False
+                self._stats = {n: {} for n in self.modules}
+                self._outputs.clear()
+                self._grads.clear()
+                self._calls.clear()
+            call = self._calls[name] = self._calls.get(name, 0) + 1
+            self._grads.pop(name, None)  # an earlier call's, if the module runs twice
+            out = _first_tensor(output)
+            if out is None:  # None, or no floating-point tensor: nothing to watch
+                self._outputs.pop(name, None)
+                return
             if out.numel():
                 # a copy: a later in-place op (ReLU(inplace=True)) may change the output
                 self._outputs[name] = out.detach().clone()
             if out.requires_grad:
-                out.register_hook(self._backward_hook(name))
+                out.register_hook(self._backward_hook(name, call))
 
         return hook
 
-    def _backward_hook(self, name: str):
+    def _backward_hook(self, name: str, call: int):
         def hook(grad):
-            if grad.numel():
+            # only the module's last call of the pass, whose output is the one kept
+            if grad.numel() and call == self._calls.get(name):
                 self._grads[name] = grad.detach()  # its norm is taken when read, all at once
 
         return hook
@@ -208,8 +244,16 @@ class GradientMonitor:
         delta = as_floats(norms([g.float() for g in self._grads.values()]))
         for name, value in zip(self._grads, delta, strict=True):
             self._stats[name]["delta_norm"] = value
+        for name, calls in self._calls.items():
+            self._stats[name]["calls"] = calls
+            if calls > 1 and name not in self._warned:
+                self._warned.add(name)
+                warnings.warn(f"GradientMonitor: {name!r} ran {calls} times in one pass (a "
+                              "shared layer?); its statistics are those of its last call",
+                              stacklevel=3)
         self._outputs.clear()
         self._grads.clear()
+        self._read_since_pass = True
         return self._stats
 
     @staticmethod
@@ -237,6 +281,7 @@ class GradientMonitor:
                 "delta_norm": s.get("delta_norm", float("nan")),
                 "preact_var": s.get("preact_var", float("nan")),
                 "nonfinite": self._nonfinite(s, "preact_var") or self._nonfinite(s, "delta_norm"),
+                "calls": int(s.get("calls", 0)),
             })
         return rows
 
@@ -354,7 +399,7 @@ def log_to_tensorboard(writer, stats, step: int, prefix: str = "monitor") -> int
         items = [(f"{prefix}/{key}", value) for key, value in stats.items()]
     else:
         items = [(f"{prefix}/{key}/{row['name']}", value) for row in stats
-                 for key, value in row.items() if key not in ("layer", "name")]
+                 for key, value in row.items() if key not in ("layer", "name", "calls")]
     written = 0
     for tag, value in items:
         if isinstance(value, torch.Tensor):

@@ -3,6 +3,11 @@ for bit, share the results cache with serial runs, and bad settings fail before 
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import distributed
 import pandas as pd
@@ -176,3 +181,94 @@ def test_training_takes_a_device_and_refuses_cuda_without_it_before_any_compute(
         assert cpu.equals(auto)  # auto is the CPU here, bit for bit
         with pytest.raises(eg.ConfigError, match="device"):
             eg.REGISTRY["training"].resolve({"device": "cuda"})
+
+
+def _children(pid: int) -> set[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return set()
+    return {int(c) for c in text.split()}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux's /proc")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_local_workers_die_with_their_parent(tmp_path, sig):
+    """Workers (hundreds of MB each) must not outlive a killed parent."""
+    script = ("import exploding_gradients as eg\n"
+              "if __name__ == '__main__':\n"
+              "    eg.sweep('training', [{'lr': 0.001 * i} for i in range(1, 9)], "
+              "backend='local', workers=2, depth=8, width=64, steps=20000, use_cache=False)\n")
+    (tmp_path / "sweep.py").write_text(script)
+    env = {**os.environ, cache.ENV_VAR: str(tmp_path / "cache")}
+    parent = subprocess.Popen([sys.executable, str(tmp_path / "sweep.py")], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    workers: set[int] = set()
+    while len(workers) < 2:  # the pool's workers (and its resource tracker)
+        assert parent.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+        workers = {pid for pid in _children(parent.pid)
+                   if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()}
+    parent.send_signal(sig)
+    parent.wait(timeout=60)
+    deadline = time.monotonic() + 15
+    while any(_alive(pid) for pid in workers):
+        assert time.monotonic() < deadline, "workers outlived their parent"
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def odd_server():
+    """``serve(reply)``: a TCP server on 127.0.0.1 that accepts connections and then
+    says ``reply`` (bytes) or nothing at all (None); returns its address."""
+    import socket
+    import threading
+
+    servers = []
+
+    def serve(reply):
+        server = socket.socket()
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        servers.append(server)
+
+        def loop():
+            conns = []
+            while True:
+                try:
+                    conn, _ = server.accept()
+                except OSError:
+                    return
+                conns.append(conn)  # kept open: a silent peer
+                if reply is not None:
+                    conn.sendall(reply)
+
+        threading.Thread(target=loop, daemon=True).start()
+        return f"tcp://127.0.0.1:{server.getsockname()[1]}"
+
+    yield serve
+    for server in servers:
+        server.close()
+
+
+@pytest.mark.parametrize("reply, says", [
+    (None, "no dask scheduler answered"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" * 1000, "cannot use"),
+], ids=["silent", "not-dask"])
+def test_a_scheduler_that_is_not_one_is_named_within_a_time_limit(odd_server, monkeypatch,
+                                                                  reply, says):
+    monkeypatch.setattr(backends, "CONNECT_SECONDS", 2)
+    address = odd_server(reply)
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match=f"parameter 'scheduler': {says}"):
+        eg.run("signal_propagation", depth=2, width=4, backend="dask", scheduler=address)
+    assert time.monotonic() - start < 20

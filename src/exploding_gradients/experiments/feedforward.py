@@ -236,7 +236,8 @@ def signal_propagation(config: dict, seed: int) -> pd.DataFrame:
         rows = monitor.layer_stats()
     for hook in hooks:
         hook.remove()
-    return pd.DataFrame(rows).drop(columns=["name", "nonfinite"]).join(pd.DataFrame(act_stats))
+    return pd.DataFrame(rows).drop(columns=["name", "nonfinite", "calls"]).join(
+        pd.DataFrame(act_stats))
 
 
 #: Seeds trained as one ensemble at most; more are split into chunks of this many.
