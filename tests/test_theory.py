@@ -7,6 +7,7 @@ import torch
 from exploding_gradients import theory
 from exploding_gradients.init import lsuv_
 from exploding_gradients.models.mlp import MLP, build_mlp
+from exploding_gradients.monitor import detect_spikes
 from exploding_gradients.remedies import Remedies
 
 
@@ -145,3 +146,18 @@ def test_decay_steps_agrees_with_the_training_loop():
     for _ in range(steps):
         remedies.decay_([w], 0.1)
     assert w.detach().max().item() <= 0.5 < w.detach().max().item() / (1 - 0.05)
+
+
+def test_spike_warning_lead_matches_a_simulated_geometric_climb():
+    """Flag at the first norm above factor x the start, overflow at the first Inf."""
+    growth, factor = 3.0, 10.0
+    with np.errstate(over="ignore"):
+        norms = np.float32(growth) ** np.arange(100, dtype=np.float32)
+    overflow = int(np.argmax(~np.isfinite(norms)))
+    series = np.concatenate([np.ones(20), norms])  # a flat history for the running median
+    flag = detect_spikes(series, factor, window=20)[0] - 20
+    lead = theory.spike_warning_lead(growth, factor)
+    assert overflow - flag == pytest.approx(lead, abs=1.5)
+    assert theory.FLOAT32_MAX == float(np.finfo(np.float32).max)
+    with pytest.raises(ValueError):
+        theory.spike_warning_lead(1.0, factor)

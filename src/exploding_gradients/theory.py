@@ -230,6 +230,27 @@ def decay_steps(lr: float, strength: float, factor: float) -> float:
     return float(np.log(factor) / -np.log(shrink))
 
 
+#: Largest finite float32, about 3.4e38 (IEEE 754 binary32): a gradient norm beyond it is Inf.
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
+def spike_warning_lead(growth: float, factor: float, start: float = 1.0) -> float:
+    """Steps between a spike detector's first flag and float32 overflow, for a gradient
+    norm growing geometrically by ``growth`` (> 1) per step from ``start``.
+
+    Along the sharpest direction (curvature lambda) gradient descent multiplies the
+    gradient by ``growth`` = |1 - lr * lambda| per step once lr * lambda > 2 (Cohen et al.
+    2021).  A detector flagging norms above ``factor`` times their recent median fires
+    about ln(factor) / ln(growth) steps in; the norm overflows after
+    ln(FLOAT32_MAX / start) / ln(growth) steps, so the lead is
+    (ln(FLOAT32_MAX / start) - ln(factor)) / ln(growth).  Faster-than-geometric growth,
+    as in deep networks, shortens it.
+    """
+    if growth <= 1.0:
+        raise ValueError(f"spike_warning_lead needs a growth factor above 1, got {growth}")
+    return (math.log(FLOAT32_MAX / start) - math.log(factor)) / math.log(growth)
+
+
 # --------------------------------------------------------------------------- recurrence
 
 #: sup |sigma'| of a recurrent nonlinearity (Pascanu, Mikolov & Bengio 2013).

@@ -1,9 +1,25 @@
-"""monitoring: the chapter's spec."""
+"""Monitoring: how early a spike detector warns of divergence, where the NaN starts, the
+update-to-weight ratio, and what watching costs.
+
+The page shows its example loop (``train_and_watch``) and every measurement's call; this
+module turns their results into the page's numbers, tables and figures.
+"""
 
 from __future__ import annotations
 
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from torch import nn
+
+from .. import theory
 from ..engine.params import Param
-from . import Chapter
+from ..monitor import detect_spikes
+from ..study import plots
+from ..study.outcomes import spike_warnings, steps_only
+from . import Chapter, Params
 from ._shared import SEEDS, from_profile
 
 CHAPTER = Chapter(
@@ -133,3 +149,315 @@ CHAPTER = Chapter(
         ),
     },
 )
+
+
+# --------------------------------------------------------------------------- example loop
+
+def broke(history: pd.DataFrame) -> bool:
+    """Whether the example loop's run ended with a NaN/Inf loss or gradient norm."""
+    last = history.iloc[-1]
+    return not (math.isfinite(last["loss"]) and math.isfinite(last["grad_norm"]))
+
+
+def demo_row(seed: int, history: pd.DataFrame, model: nn.Module, report: dict) -> dict:
+    """One row of the example's table: where the run of ``seed`` broke, how early the
+    detector flagged it, the layer the monitor named, and anomaly mode's ``report`` of
+    the failing step (:func:`..monitor.anomaly_report`; empty if it did not break)."""
+    last = history.iloc[-1]
+    broken = broke(history)
+    flags = history.step[history.flagged & (history.step < last["step"] if broken else True)]
+    linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    where = last.get("first_nonfinite") if broken else None
+    return {
+        "seed": seed,
+        "NaN/Inf at step": int(last["step"]) if broken else None,
+        "in": ("loss" if not math.isfinite(last["loss"]) else "gradient") if broken else "",
+        "first flag": int(flags.iloc[0]) if len(flags) else None,
+        "warning (steps)": int(last["step"] - flags.iloc[0]) if broken and len(flags) else None,
+        "monitor: first non-finite layer":
+            f"Linear {linears.index(where) + 1} of {len(linears)} (model[{where}])"
+            if isinstance(where, str) else "not recorded" if broken else "",
+        "anomaly mode: raised in": report.get("function") or
+            ("nothing raised" if broken else ""),
+        "anomaly mode: forward line": report.get("forward_code", ""),
+    }
+
+
+def demo_numbers(demo: pd.DataFrame, P: Params) -> dict:
+    """The glued numbers of the example loop and of anomaly mode (``demo``: the
+    :func:`demo_row` of every seed)."""
+    numbers = {"mon_demo_depth": P.demo_depth, "mon_demo_lr": f"{P.demo_lr:g}",
+               "mon_demo_seeds": P.demo_seeds, "mon_demo_steps": P.demo_steps}
+    broken = demo[demo["NaN/Inf at step"].notna()]
+    warned = broken["warning (steps)"].dropna()
+    numbers.update({
+        "mon_demo_broken": f"{len(broken)}/{len(demo)}",
+        "mon_demo_warned": f"{len(warned)}/{len(broken)}",
+        "mon_demo_warn_median": f"{warned.median():.0f}" if len(warned) else "n/a",
+        "mon_demo_warn_range": f"{warned.min():.0f} to {warned.max():.0f}" if len(warned)
+        else "n/a"})
+    located = broken["monitor: first non-finite layer"].str.startswith("Linear")
+    numbers["mon_demo_located"] = f"{int(located.sum())}/{len(broken)}"
+    layers = broken["monitor: first non-finite layer"][located].str.extract(r"Linear (\d+)")[0]
+    distinct = sorted(set(layers), key=int)
+    numbers["mon_demo_layers"] = ", ".join(distinct) or "none"
+    numbers["mon_demo_layer_phrase"] = (
+        "not recorded" if not distinct else
+        f"always the same one, layer {distinct[0]}" if len(distinct) == 1 else
+        "not always the same one, and never the first" if "1" not in distinct else
+        "not always the same one")
+    raised = broken["anomaly mode: raised in"].ne("nothing raised")
+    numbers["mon_anomaly_raised"] = f"{int(raised.sum())}/{len(broken)}"
+    functions = sorted(set(broken["anomaly mode: raised in"][raised]))
+    numbers["mon_anomaly_functions"] = ", ".join(functions) or "none"
+    lines = sorted(set(broken["anomaly mode: forward line"][raised]) - {""})
+    numbers["mon_anomaly_lines"] = "; ".join(f"\"{c}\"" for c in lines) or "none"
+    silent = broken[~raised]
+    numbers["mon_anomaly_silent"] = (
+        f"In the other {len(silent)} it raised nothing: there the gradient overflowed to Inf "
+        "without producing a NaN, which anomaly mode does not look for."
+        if len(silent) and (silent["in"] == "gradient").all() else
+        f"In the other {len(silent)} it raised nothing." if len(silent) else "")
+    return numbers
+
+
+def demo_display(demo: pd.DataFrame):
+    """The example's table as the page shows it."""
+    return demo.style.hide().format(precision=0, na_rep="-")
+
+
+def theory_numbers() -> dict:
+    """The geometric estimate of the warning, for growth r = 10 from g0 = 1 with k = 10."""
+    return {"mon_theory_lead": f"{theory.spike_warning_lead(10.0, 10.0, start=1.0):.0f}"}
+
+
+# --------------------------------------------------------------------------- spike lead
+# ``runs`` is the ``training`` sweep over ``lr`` (explode_lr and healthy_lr): its ``lr``
+# column is the swept peak rate, ``step_lr`` the warmed-up rate each step used.
+
+def labelled(runs: pd.DataFrame, P: Params) -> pd.DataFrame:
+    """``runs`` with a ``run`` column: ``exploding`` (peak rate explode_lr) or ``healthy``."""
+    return runs.assign(run=np.where(runs["lr"] == P.explode_lr, "exploding", "healthy"))
+
+
+def factors(P: Params) -> list[float]:
+    """The detector factors compared, the page's own included."""
+    return sorted(set(P.factors) | {P.spike_factor})
+
+
+def warnings_by_factor(runs: pd.DataFrame, P: Params) -> pd.DataFrame:
+    """:func:`..study.outcomes.spike_warnings` per run and seed, for every factor."""
+    runs = labelled(runs, P)
+    return pd.concat([spike_warnings(runs, ["run"], factor=k, window=P.spike_window)
+                      .assign(factor=k) for k in factors(P)], ignore_index=True)
+
+
+def _span(s: pd.Series) -> str:
+    """'median [min, max]' in whole steps, or '-'."""
+    s = s.dropna()
+    return f"{s.median():.0f} [{s.min():.0f}, {s.max():.0f}]" if len(s) else "-"
+
+
+def lead_table(runs: pd.DataFrame, P: Params) -> pd.DataFrame:
+    """Per detector factor: divergence, warnings and false alarms."""
+    warned = warnings_by_factor(runs, P)
+    rows = []
+    for k in factors(P):
+        bad = warned[(warned.factor == k) & (warned.run == "exploding")]
+        good = warned[(warned.factor == k) & (warned.run == "healthy")]
+        div = bad[bad.diverged_step >= 0]
+        rows.append({"factor k": f"{k:g}",
+                     "diverged": f"{len(div)}/{len(bad)}",
+                     "flagged before divergence": f"{div.lead_first.notna().sum()}/{len(div)}",
+                     "lead of first flag, steps (median [min, max])": _span(div.lead_first),
+                     "lead of final episode, steps": _span(div.lead_episode),
+                     "final uninterrupted climb, steps": _span(div.final_streak),
+                     "healthy runs flagged": f"{(good.n_flags > 0).sum()}/{len(good)}",
+                     "flags per healthy run": f"{good.n_flags.mean():.1f}"})
+    return pd.DataFrame(rows)
+
+
+def lead_numbers(runs: pd.DataFrame, P: Params) -> dict:
+    """The glued numbers of Measurement 1 (the detector with the page's factor)."""
+    numbers = {"mon_depth": P.depth, "mon_width": P.width, "mon_seeds": P.seeds,
+               "mon_steps": P.steps, "mon_warmup": P.warmup_steps, "mon_window": P.spike_window,
+               "mon_explode_lr": f"{P.explode_lr:g}", "mon_healthy_lr": f"{P.healthy_lr:g}",
+               "mon_factor": f"{P.spike_factor:g}"}
+    warned = warnings_by_factor(runs, P)
+    main = warned[warned.factor == P.spike_factor]
+    bad = main[(main.run == "exploding") & (main.diverged_step >= 0)]
+    has_lead = bad.lead_episode.notna().any()
+    numbers.update({
+        "mon_diverged": f"{len(bad)}/{P.seeds}",
+        "mon_lead_first": f"{bad.lead_first.median():.0f}" if bad.lead_first.notna().any()
+        else "n/a",
+        "mon_lead_episode": f"{bad.lead_episode.median():.0f}" if has_lead else "n/a",
+        "mon_lead_range": f"{bad.lead_episode.min():.0f} to {bad.lead_episode.max():.0f}"
+        if has_lead else "n/a",
+        "mon_warned": f"{bad.lead_first.notna().sum()}/{len(bad)}",
+        "mon_streak": f"{bad.final_streak.median():.0f}" if len(bad) else "n/a",
+        "mon_streak_range": f"{bad.final_streak.min():.0f} to {bad.final_streak.max():.0f}"
+        if len(bad) else "n/a"})
+    steps = steps_only(labelled(runs, P))
+    exploding = steps[steps.run == "exploding"]
+    last_finite = (exploding[np.isfinite(exploding.grad_norm)].sort_values("step")
+                   .groupby("seed").grad_norm.last())
+    last_finite = last_finite[last_finite.index.isin(bad.seed)]
+    numbers["mon_last_norm"] = f"{last_finite.median():.1e}" if len(last_finite) else "n/a"
+    causes = exploding.groupby("seed").cause.first()
+    in_loss = causes[causes.isin(["nan_loss", "inf_loss"])]
+    numbers["mon_loss_breaks"] = f"{len(in_loss)}/{len(bad)}"
+    early_share = len(bad) and bad.lead_episode.median() > bad.final_streak.median() + 2
+    numbers["mon_precursors"] = (
+        "most of the warning came from earlier, smaller spikes: the gradient norm jumped "
+        "above k times its median and fell back again before the final climb"
+        if early_share else "the warning came from the final climb itself")
+    good = main[main.run == "healthy"]
+    numbers["mon_false"] = f"{(good.n_flags > 0).sum()}/{len(good)}"
+    numbers["mon_healthy_diverged"] = f"{(good.diverged_step >= 0).sum()}/{len(good)}"
+    numbers["mon_first_div"] = f"{bad.diverged_step.min():.0f}" if len(bad) else "n/a"
+    return numbers
+
+
+def fig_lead(runs: pd.DataFrame, P: Params) -> plt.Figure:
+    """Left: every seed's gradient norm with the flagged steps and divergence; right: the
+    warning before divergence per exploding seed, for each factor."""
+    steps = steps_only(labelled(runs, P))
+    warned = warnings_by_factor(runs, P)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.3), gridspec_kw={"width_ratios": [1.5, 1]})
+    ax = axes[0]
+    for run in ["healthy", "exploding"]:
+        color = plots.style(0 if run == "healthy" else 3)["color"]
+        for j, (_, g) in enumerate(steps[steps.run == run].groupby("seed")):
+            g = g.sort_values("step")
+            finite = g[np.isfinite(g.grad_norm)]
+            ax.plot(finite.step, finite.grad_norm, color=color, linewidth=1, alpha=0.8,
+                    label=f"{run} (lr {g['lr'].iloc[0]:g})" if j == 0 else None)  # peak rate
+            d = int(g.diverged_step.iloc[0])
+            if d >= 0:
+                ax.plot([d], [finite.grad_norm.max()], marker="X", markersize=10, color=color,
+                        linestyle="none", label="diverged (NaN/Inf)" if j == 0 else None)
+    for j, (_, g) in enumerate(steps[steps.run == "exploding"].groupby("seed")):
+        g = g.sort_values("step")
+        d = int(g.diverged_step.iloc[0])
+        before = g[g.step < d] if d >= 0 else g
+        idx = detect_spikes(before.grad_norm.to_numpy(), P.spike_factor, P.spike_window)
+        ax.plot(before.step.iloc[idx], before.grad_norm.iloc[idx], "o", markersize=5,
+                markerfacecolor="none", color="black",
+                label=f"flagged (k = {P.spike_factor:g})" if j == 0 else None)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("total gradient norm")
+    ax.legend(loc="upper left")
+    ax = axes[1]
+    ks = factors(P)
+    for i, k in enumerate(ks):
+        sub = warned[(warned.factor == k) & (warned.run == "exploding")]
+        jitter = np.linspace(-0.12, 0.12, len(sub)) if len(sub) > 1 else np.zeros(len(sub))
+        ax.plot(i + jitter, sub.lead_episode, "o", color=plots.style(3)["color"],
+                label="final episode" if i == 0 else None)
+        ax.plot(i + jitter, sub.lead_first, "s", markerfacecolor="none",
+                color=plots.style(0)["color"], label="first flag" if i == 0 else None)
+    ax.set_xticks(range(len(ks)), [f"{k:g}" for k in ks])
+    ax.set_xlabel("detector factor k")
+    ax.set_ylabel("warning before divergence (steps)")
+    ax.set_ylim(bottom=0)
+    ax.legend()
+    return fig
+
+
+# --------------------------------------------------------------------------- update ratio
+
+def _ratios(runs: pd.DataFrame, P: Params) -> pd.DataFrame:
+    """The sampled steps (those with an update ratio) of every run."""
+    return steps_only(labelled(runs, P)).dropna(subset=["update_ratio"])
+
+
+def ratio_numbers(runs: pd.DataFrame, P: Params) -> dict:
+    """The glued numbers of Measurement 3."""
+    ratios = _ratios(runs, P)
+    start = min(P.warmup_steps, P.steps) // 2
+    h = ratios[(ratios.step >= start) & (ratios.run == "healthy")].update_ratio
+    exploding = ratios[ratios.run == "exploding"]
+    last_before = exploding.sort_values("step").groupby("seed").update_ratio.last()
+    early = exploding[exploding.step <= P.log_every]
+    return {"mon_log_every": P.log_every,
+            "mon_ratio_healthy": f"{h.median():.2g}",
+            "mon_ratio_healthy_range": f"{h.min():.2g} to {h.max():.2g}",
+            "mon_ratio_explode_last": f"{last_before.median():.2g}",
+            "mon_ratio_explode_range": f"{last_before.min():.2g} to {last_before.max():.2g}",
+            "mon_ratio_explode_early": f"{early.update_ratio.median():.2g}",
+            "mon_ratio_from": f"{start}",
+            "mon_ratio_sep": f"{last_before.median() / h.median():.0f}",
+            "mon_ratio_rule": "within an order of magnitude of" if 1e-4 <= h.median() <= 1e-2
+            else "more than an order of magnitude away from"}
+
+
+def fig_ratio(runs: pd.DataFrame, P: Params) -> plt.Figure:
+    """Update-to-weight ratio against step: healthy runs as a band, exploding ones each."""
+    ratios = _ratios(runs, P)
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    healthy = ratios[ratios.run == "healthy"].pivot(index="step", columns="seed",
+                                                    values="update_ratio")
+    plots.band(ax, healthy.index, healthy, 0,
+               f"healthy (lr {P.healthy_lr:g}), median and range")
+    for j, (_, g) in enumerate(ratios[ratios.run == "exploding"].groupby("seed")):
+        s = plots.style(3)
+        ax.plot(g.step, g.update_ratio, color=s["color"], marker=s["marker"], markersize=3,
+                linewidth=1, label=f"exploding (lr {P.explode_lr:g}), each seed"
+                if j == 0 else None)
+    ax.axhline(1e-3, color="black", linestyle="--", linewidth=1, label="rule of thumb $10^{-3}$")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel(r"update-to-weight ratio $\|\Delta\theta\|/\|\theta\|$")
+    ax.legend()
+    return fig
+
+
+# --------------------------------------------------------------------------- cost
+# ``costs`` is {"monitoring": benchmark_monitoring(...), "anomaly":
+# benchmark_anomaly_detection(...)} of :mod:`..study.timing`.
+
+def cost_numbers(costs: dict, P: Params) -> dict:
+    """The glued numbers of the cost section."""
+    cost, anomaly = costs["monitoring"], costs["anomaly"]
+    step_part = cost["every_step_overhead"]
+    return {
+        "mon_timing_depth": P.timing_depth, "mon_timing_width": P.timing_width,
+        "mon_timing_repeat": P.timing_repeat, "mon_anomaly_repeat": anomaly["repeat"],
+        "mon_cost_ratio": f"{cost['ratio']:.2f}",
+        "mon_cost_pct": f"{100 * (cost['ratio'] - 1):.0f}",
+        "mon_cost_range": f"{cost['ratio_min']:.2f} to {cost['ratio_max']:.2f}",
+        "mon_cost_ms": f"{1e3 * cost['off_step_seconds']:.1f}",
+        "mon_anomaly_ratio": f"{anomaly['ratio']:.1f}",
+        "mon_anomaly_range": f"{anomaly['ratio_min']:.1f} to {anomaly['ratio_max']:.1f}",
+        "mon_cost_verdict": "within" if cost["ratio"] <= 1.05 else "more than",
+        "mon_cost_step": f"{100 * step_part:.1f}%",
+        "mon_cost_step_note": "That is too little to tell apart from the rounds' scatter."
+        if step_part < 0.005 else "",
+        "mon_cost_sample": f"{cost['sample_cost']:.2f}",
+        "mon_cost_interval": f"every {cost['interval_for_budget']} steps or less often"
+        if math.isfinite(cost["interval_for_budget"]) else "at no interval"}
+
+
+def fig_cost(costs: dict, P: Params) -> plt.Figure:
+    """Each round's time per step relative to the unmonitored loop, and the median."""
+    cost, anomaly = costs["monitoring"], costs["anomaly"]
+    fig, ax = plt.subplots(figsize=(7.5, 3.2))
+    for i, res in enumerate([cost, anomaly]):
+        s = plots.style(i)
+        ax.plot(res["ratios"], np.full(len(res["ratios"]), i), linestyle="none",
+                marker=s["marker"], color=s["color"], alpha=0.6)
+        ax.plot([res["ratio"]], [i], marker="|", markersize=22, color="black",
+                linestyle="none")
+    ax.axvline(1.0, color="gray", linewidth=1)
+    ax.set_xscale("log")
+    ticks = [t for t in [0.5, 1, 2, 5, 10, 20, 50] if
+             min(cost["ratio_min"], 1) / 1.5 <= t <= anomaly["ratio_max"] * 1.5]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.minorticks_off()
+    ax.set_yticks([0, 1], ["monitoring on", "detect_anomaly"])
+    ax.set_ylim(-0.6, 1.6)
+    ax.set_xlabel("time per step relative to the unmonitored loop")
+    fig.tight_layout()
+    return fig

@@ -82,6 +82,22 @@ def theory_legend(ax: plt.Axes) -> None:
     ax.legend(handles, labels)
 
 
+def log_axis(ax: plt.Axes) -> None:
+    """Log y axis with readable ticks when the data span few decades.
+
+    Over less than two decades matplotlib's default log ticks leave one or no labelled
+    tick; this labels 1, 2, 5 x 10^k (and 3 x 10^k below a factor 30) in plain numbers.
+    Call it after plotting: it reads the axis limits.
+    """
+    ax.set_yscale("log")
+    low, high = ax.get_ylim()
+    if high / low < 100:
+        subs = (1.0, 2.0, 3.0, 5.0) if high / low < 30 else (1.0, 2.0, 5.0)
+        ax.yaxis.set_major_locator(mpl.ticker.LogLocator(subs=subs))
+        ax.yaxis.set_major_formatter(mpl.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(mpl.ticker.NullFormatter())
+
+
 def stamp(fig: plt.Figure, params: dict) -> None:
     """Write provenance under the figure: the version of the code that made it and the
     parameters.
