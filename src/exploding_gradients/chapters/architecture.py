@@ -243,9 +243,9 @@ def outcome_table(per_seed: pd.DataFrame, by: list[str], names: dict | None = No
     """Per configuration: diverged runs, initial gradient norm, final loss and accuracy,
     as the page shows it.  The initial gradient counts every seed (a diverged run
     started from it too); the final values only the seeds that did not diverge."""
-    diverged = summarize(per_seed, by, "final_accuracy")
-    table = diverged[by].copy()
-    table["diverged"] = diverged["diverged"].to_numpy()
+    summary = summarize(per_seed, by, "final_accuracy")
+    table = summary[by].copy()
+    table["diverged"] = summary["diverged"].to_numpy()
     table["initial ‖∇L‖: median [min, max]"] = spread_text(
         per_seed, by, "first_grad_norm", "{:.3g}").to_numpy()
     table["final / initial loss"] = spread_text(per_seed, by, "final_over_first").to_numpy()
