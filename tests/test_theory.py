@@ -161,3 +161,30 @@ def test_spike_warning_lead_matches_a_simulated_geometric_climb():
     assert theory.FLOAT32_MAX == float(np.finfo(np.float32).max)
     with pytest.raises(ValueError):
         theory.spike_warning_lead(1.0, factor)
+
+
+def test_depth_gain_and_the_residual_law():
+    assert theory.depth_gain(2.0, 1) == 1.0 and theory.depth_gain(2.0, 5) == 4.0
+    depths = np.array([2.0, 10.0, 50.0])
+    assert np.allclose(theory.residual_gain(depths ** -0.5, depths),
+                       (1 + 1 / depths) ** ((depths - 1) / 2))
+    assert theory.residual_gain(1.0, 7) == theory.depth_gain(theory.residual_chi(1.0), 7) == 8.0
+    # The first block's input has zero mean, so there the forward factor is 1 + s^2 too;
+    # later blocks add the branch's mean and grow faster.
+    for s in [0.25, 1.0]:
+        factors = theory.residual_relu_moments(s, 3).forward_factor
+        assert factors.iloc[0] == pytest.approx(theory.residual_chi(s))
+        assert factors.iloc[-1] > theory.residual_chi(s)
+
+
+def test_batch_norm_grows_the_relu_gradient_by_its_mean_field_factor():
+    """A deep batch-normalized He ReLU network at initialization: the gradient grows by
+    about sqrt(pi / (pi - 1)) per layer towards the input (Yang et al. 2019)."""
+    import exploding_gradients as eg
+    from exploding_gradients.study.growth import growth_per_layer
+
+    table = eg.run("signal_propagation", dict(activation="relu", init="he",
+                                              normalization="batch", depth=15, width=64,
+                                              batch_size=128), seeds=1)
+    measured = growth_per_layer(table, "delta_norm")["growth"].iloc[0]
+    assert measured == pytest.approx(theory.BATCHNORM_RELU_CHI ** 0.5, rel=0.05)

@@ -216,6 +216,39 @@ def lsuv_prediction(activation: str) -> tuple[float, float]:
     return float(sigma_w), float(chi(activation, sigma_w, 1.0))
 
 
+def depth_gain(chi_value, depth):
+    """Factor by which the gradient norm changes from the last of ``depth`` layers to the
+    first when each layer multiplies its expected square by ``chi_value``:
+    chi^((depth - 1) / 2) (Poole et al. 2016; Schoenholz et al. 2017).  Elementwise on
+    arrays."""
+    return chi_value ** ((depth - 1) / 2)
+
+
+def residual_chi(scale):
+    """Mean-field factor 1 + scale^2 on the squared gradient norm per residual block
+    x + scale * relu(W x) with He weights: the block's Jacobian is I + scale D W, and
+    treating the gradient as independent of W (as mean-field theory does) gives
+    E||(I + scale D W)^T d||^2 = (1 + scale^2) ||d||^2 (the gradient-independence
+    assumption of Schoenholz et al. 2017; Yang & Schoenholz 2017 for residual nets).  The
+    forward second moment grows by the same factor only while the branch has zero mean
+    (see :func:`residual_relu_moments`).  Elementwise on arrays."""
+    return 1 + scale**2
+
+
+def residual_gain(scale, depth):
+    """The mean-field law (1 + scale^2)^((depth - 1) / 2): how much the gradient norm grows
+    from the last of ``depth`` residual blocks to the first (:func:`residual_chi`,
+    :func:`depth_gain`).  Elementwise on arrays."""
+    return depth_gain(residual_chi(scale), depth)
+
+
+#: pi / (pi - 1): the factor per layer on the squared gradient norm of a deep
+#: batch-normalized ReLU network at initialization, in the limit of large batches, whatever
+#: the weights' scale (Yang, Pennington, Rao, Sohl-Dickstein & Schoenholz 2019, "A mean
+#: field theory of batch normalization").
+BATCHNORM_RELU_CHI = math.pi / (math.pi - 1)
+
+
 def decay_steps(lr: float, strength: float, factor: float) -> float:
     """Steps for an L2 penalty or decoupled weight decay *alone* to shrink the weights by
     ``factor`` (> 1) under plain gradient descent: each step multiplies them by

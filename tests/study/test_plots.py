@@ -1,9 +1,15 @@
 """The shared plotting helpers."""
 
+import matplotlib
+import matplotlib.collections
 import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 import pytest
 
 from exploding_gradients.study import plots
+
+matplotlib.use("Agg")
 
 
 @pytest.mark.parametrize("span, labelled", [(3.0, True), (50.0, True), (1e4, False)])
@@ -16,4 +22,28 @@ def test_log_axis_labels_plain_ticks_over_few_decades(span, labelled):
     texts = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
     plain = [t for t in texts if "$" not in t]
     assert bool(plain) == labelled and (not labelled or "2" in plain)
+    plt.close(fig)
+
+
+def test_loss_panel_fits_the_healthy_runs_and_marks_divergences():
+    rows = []
+    for case, seed, div in [("ok", 0, -1), ("ok", 1, -1), ("bad", 0, 2)]:
+        for step in range(6):
+            loss = np.inf if 0 <= div <= step else (1.0 + seed) / (step + 1)
+            rows.append({"case": case, "seed": seed, "step": step, "layer": 0, "loss": loss,
+                         "diverged_step": div})
+            rows.append({"case": case, "seed": seed, "step": step, "layer": 1, "loss": 1e9,
+                         "diverged_step": div})  # a per-layer sample: not a loss
+    fig, ax = plt.subplots()
+    plots.loss_panel(ax, pd.DataFrame(rows), "case", ["ok", "bad", "absent"],
+                     {"ok": "healthy", "bad": "blows up"}, smooth=1, title="t")
+    labels = ax.get_legend().get_texts()
+    assert [t.get_text() for t in labels] == ["healthy", "blows up",
+                                             "diverged (NaN/Inf) at this step"]
+    bottom, top = ax.get_ylim()
+    # The healthy seeds' losses span 1/6 .. 2: the range fits them, not the Inf.
+    assert np.isclose(top, 1.5 * 2.0) and np.isclose(bottom, (1 / 6) / 1.3)
+    crosses = [c for c in ax.collections if isinstance(c, matplotlib.collections.PathCollection)]
+    assert [tuple(c.get_offsets()[0]) for c in crosses] == [(2.0, 0.97)]
+    assert ax.get_yscale() == "log" and ax.get_title() == "t"
     plt.close(fig)

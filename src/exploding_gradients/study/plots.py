@@ -12,6 +12,8 @@ from pathlib import Path
 
 import matplotlib as mpl
 import matplotlib.pyplot as plt
+import matplotlib.transforms as mtransforms
+import numpy as np
 import pandas as pd
 
 from .._version import __version__
@@ -72,6 +74,52 @@ def per_layer(ax: plt.Axes, df: pd.DataFrame, column: str, group: str, labels: d
             ax.plot(layers, values, linestyle="--", color=style(i)["color"], linewidth=1.2)
     ax.set_yscale("log")
     ax.set_xlabel("layer (counted from the input)")
+
+
+def loss_panel(ax: plt.Axes, runs: pd.DataFrame, by_col: str, keys: list, labels: dict,
+               styles: list[int] | None = None, title: str | None = None,
+               smooth: int = 5) -> None:
+    """Training loss over steps of each ``by_col`` value in ``keys`` (``labels``: key ->
+    legend text; ``styles``: the series index of each key, default its position).
+
+    Each curve is a ``smooth``-step moving average, median and range over seeds.  The y
+    range fits the runs that did not diverge; a cross at the top marks the step at which
+    a seed diverged (its curve leaves the plot).  ``runs`` is a training table (per-step
+    rows, ``layer == 0``, with ``step``, ``seed``, ``loss`` and ``diverged_step``).
+    """
+    from .outcomes import steps_only  # here: it imports torch, which bookbuild need not
+
+    whole = steps_only(runs)
+    trans = mtransforms.blended_transform_factory(ax.transData, ax.transAxes)
+    top, bottom, any_div = 0.0, np.inf, False
+    for i, key in enumerate(keys):
+        sub = whole[whole[by_col] == key]
+        if sub.empty:
+            continue
+        j = i if styles is None else styles[i]
+        loss = sub.pivot(index="step", columns="seed", values="loss").rolling(smooth, 1).mean()
+        band(ax, loss.index, loss, j, labels[key])
+        div = sub.groupby("seed").diverged_step.first()
+        ok = loss[[c for c in loss.columns if div[c] < 0]]
+        if ok.size:
+            top = max(top, np.nanmax(ok.to_numpy()))
+            bottom = min(bottom, np.nanmin(ok.to_numpy()))
+        for step in div[div >= 0]:
+            any_div = True
+            ax.scatter([step], [0.97], marker="X", s=90, color=style(j)["color"],
+                       transform=trans, zorder=4, clip_on=False)
+    ax.set_yscale("log")
+    if top > 0:
+        ax.set_ylim(bottom / 1.3, 1.5 * top)
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"training loss ({smooth}-step moving average)")
+    handles, names = ax.get_legend_handles_labels()
+    if any_div:
+        handles.append(plt.Line2D([], [], marker="X", color="gray", linestyle="", markersize=9))
+        names.append("diverged (NaN/Inf) at this step")
+    ax.legend(handles, names, fontsize=9)
+    if title:
+        ax.set_title(title)
 
 
 def theory_legend(ax: plt.Axes) -> None:
