@@ -20,6 +20,7 @@ from .. import theory
 from ..data import ADDING_BASELINE_MSE
 from ..engine.params import Param
 from ..engine.registry import get
+from ..remedies import PENALTIES
 from ..study import plots
 from ..study.outcomes import (
     constant_output_loss,
@@ -288,7 +289,7 @@ PENALIZED = ("deep", "regression", "rnn")
 def penalty_kinds(key: str) -> list[str]:
     """The loss penalties tried on case ``key``: the RNN (Adam) only compares L2 with
     decoupled decay."""
-    return ["l2"] if key == "rnn" else ["l1", "l2"]
+    return ["l2"] if key == "rnn" else [k for k in PENALTIES if k != "none"]
 
 
 def _labelled(runs: pd.DataFrame, lr: float) -> pd.DataFrame:
