@@ -188,3 +188,13 @@ def test_batch_norm_grows_the_relu_gradient_by_its_mean_field_factor():
                                               batch_size=128), seeds=1)
     measured = growth_per_layer(table, "delta_norm")["growth"].iloc[0]
     assert measured == pytest.approx(theory.BATCHNORM_RELU_CHI ** 0.5, rel=0.05)
+
+
+def test_penalty_shrink_compounds_the_per_step_factor():
+    # 100 steps of (1 - lr * lambda) = (1 - 1e-4): about 1% of a weight removed
+    assert theory.penalty_shrink(0.1, 1e-3, 100) == pytest.approx(1 - (1 - 1e-4) ** 100,
+                                                                  rel=1e-3)
+    # momentum 0.9 passes the penalty's gradient on ten times over: ten times the rate
+    assert theory.penalty_shrink(0.01, 1e-3, 50, momentum=0.9) == pytest.approx(
+        1 - math.exp(-0.01 * 1e-3 * 50 * 10))
+    assert theory.penalty_shrink(0.1, 0.0, 100) == 0.0

@@ -284,6 +284,16 @@ def spike_warning_lead(growth: float, factor: float, start: float = 1.0) -> floa
     return (math.log(FLOAT32_MAX / start) - math.log(factor)) / math.log(growth)
 
 
+def penalty_shrink(lr: float, strength: float, steps: int, momentum: float = 0.0) -> float:
+    """Fraction of a weight that an L2 penalty *alone* removes in ``steps`` steps of
+    gradient descent: each step multiplies it by ``1 - lr * strength``, about
+    ``exp(-lr * strength)`` (Krogh & Hertz 1992).  With heavy-ball momentum ``momentum``
+    the penalty's gradient also passes through the momentum buffer, which once filled
+    multiplies the step by ``1 / (1 - momentum)`` (10 for 0.9); counting that for every
+    step gives an upper bound, ``1 - exp(-lr * strength * steps / (1 - momentum))``."""
+    return float(1.0 - math.exp(-lr * strength * steps / (1.0 - momentum)))
+
+
 # --------------------------------------------------------------------------- recurrence
 
 #: sup |sigma'| of a recurrent nonlinearity (Pascanu, Mikolov & Bengio 2013).

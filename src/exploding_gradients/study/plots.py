@@ -122,6 +122,72 @@ def loss_panel(ax: plt.Axes, runs: pd.DataFrame, by_col: str, keys: list, labels
         ax.set_title(title)
 
 
+def outcome_panel(ax: plt.Axes, out: pd.DataFrame, x: str, series: str, labels: dict,
+                  reference: float | None = None, order: list | None = None,
+                  levels=()) -> None:
+    """Per-seed final values (column ``final``) against the categorical column ``x``.
+
+    One offset series per key of ``labels`` (the rows whose ``series`` equals the key),
+    coloured by the key's place in ``order``; the median over the seeds that did not
+    diverge as a line, each diverged seed (column ``diverged``) as a cross in a band at
+    the top of the panel, and ``reference`` (the level of a network that learned
+    nothing) dashed.  Log y axis, whose range also covers ``levels`` (other reference
+    lines the caller draws).  :func:`outcome_legend` draws the matching legend.
+    """
+    order = order or list(labels)
+    xs = list(dict.fromkeys(out[x]))
+    pos = {v: i for i, v in enumerate(xs)}
+    width = 0.5 / max(1, len(labels))
+    finite = out.loc[~out["diverged"], "final"].replace([np.inf, -np.inf], np.nan).dropna()
+    levels = [*finite, *([reference] if reference is not None else []), *levels]
+    lo, hi = (min(levels), max(levels)) if levels else (0.1, 1.0)
+    span = max(np.log10(hi / lo), 0.6)
+    for i, (key, label) in enumerate(labels.items()):
+        s = style(order.index(key))
+        sub = out[out[series] == key]
+        offset = (i - (len(labels) - 1) / 2) * width
+        px = sub[x].map(pos) + offset
+        ok = ~sub["diverged"]
+        ax.scatter(px[ok], sub.loc[ok, "final"], color=s["color"], marker=s["marker"], s=22,
+                   alpha=0.75, zorder=3)
+        med = sub[ok].groupby(x, sort=False)["final"].median()
+        ax.plot([pos[v] + offset for v in med.index], med.to_numpy(), color=s["color"],
+                label=label)
+        if (~ok).any():
+            ax.scatter(px[~ok], np.full((~ok).sum(), 0.93), color=s["color"], marker="X",
+                       s=55, transform=ax.get_xaxis_transform(), zorder=4)
+    if reference is not None:
+        ax.axhline(reference, color="black", linestyle="--", linewidth=1)
+    ax.set_yscale("log")
+    ax.set_ylim(lo / 10 ** (0.1 * span), hi * 10 ** (0.35 * span))
+    ax.axhline(hi * 10 ** (0.2 * span), color="0.7", linewidth=0.6)
+    ax.set_xticks(range(len(xs)), [f"{v:g}" if isinstance(v, float) else str(v) for v in xs])
+    ax.set_xlim(-0.6, len(xs) - 0.4)
+    fmt = mpl.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    minor = mpl.ticker.FuncFormatter(
+        lambda v, _: f"{v:g}" if span < 1.5 and round(v / 10 ** np.floor(np.log10(v))) in (2, 5)
+        else "")
+    ax.yaxis.set_major_formatter(fmt)
+    ax.yaxis.set_minor_formatter(minor)
+
+
+def outcome_legend(fig: plt.Figure, labels: dict, order: list, reference_label: str,
+                   extra=(), ncol: int | None = None) -> None:
+    """One legend above the panels of :func:`outcome_panel`: the series (coloured by
+    their place in ``order``), the diverged marker, the dashed reference level, and the
+    ``extra`` handles."""
+    handles = [mpl.lines.Line2D([], [], color=style(order.index(k))["color"],
+                                marker=style(order.index(k))["marker"], label=v)
+               for k, v in labels.items()]
+    handles.append(mpl.lines.Line2D([], [], color="gray", marker="X", linestyle="none",
+                                    markersize=8, label="diverged (NaN/Inf), one per seed"))
+    handles.append(mpl.lines.Line2D([], [], color="black", linestyle="--",
+                                    label=reference_label))
+    handles.extend(extra)
+    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0),
+               ncol=ncol or len(handles), fontsize=9)
+
+
 def theory_legend(ax: plt.Axes) -> None:
     """Add a 'dashed = theory' entry to the legend."""
     handles, labels = ax.get_legend_handles_labels()
