@@ -385,3 +385,14 @@ def _saddle_slope(w: float, b: float) -> float:
         x1, x2 = (mid, x2) if f(mid) < 0 else (x1, mid)
     s = 1 / (1 + math.exp(-x1))
     return w * s * (1 - s)
+
+
+# --------------------------------------------------------------------------- cost
+
+#: Exponent of each size in the operation count of a training step: how the time per step
+#: should grow once the arithmetic, not the fixed cost of each operation, dominates.  A
+#: step of an MLP with L hidden layers of width n on a batch of B costs about 6 L n^2 B
+#: floating-point operations (one product forward, two backward; Kaplan et al. 2020):
+#: linear in depth, quadratic in width.  A recurrent network does its n x n product once
+#: per time step, one after the other: linear in the sequence length.
+STEP_COST_EXPONENTS = {"depth": 1, "width": 2, "sequence length": 1}

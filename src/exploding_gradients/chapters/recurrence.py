@@ -1,10 +1,25 @@
-"""recurrence: the chapter's spec."""
+"""Recurrence: the gradient through time, Pascanu et al.'s conditions, the one-unit cliff,
+and learning the adding problem.
+
+The page runs ``rnn_gradients`` (vanilla and gated cells), evaluates the one-unit model of
+:mod:`..theory`, and trains with ``rnn_training``, all visible on it; this module turns
+the results into the page's numbers, tables and figures.
+"""
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from .. import theory
+from ..data import ADDING_BASELINE_MSE
 from ..engine.params import Param
+from ..models.rnn import CELLS, GATES
+from ..study import growth, plots
+from ..study.outcomes import run_outcomes
 from ..train import OPTIMIZERS
-from . import Chapter
+from . import Chapter, Params
 from ._shared import SEEDS, from_profile
 
 CHAPTER = Chapter(
@@ -104,3 +119,350 @@ CHAPTER = Chapter(
         ),
     },
 )
+
+#: The gated cells (more than one gate block), compared with the vanilla RNN.
+GATED = [c for c in CELLS if GATES[c] > 1]
+#: A run solves the adding problem when its final error is below this fraction of the
+#: error of always answering 1 (it explains at least 90% of the target's variance).
+SOLVED_FRACTION = 0.1
+#: How the page names each optimizer.
+OPTIMIZER_NAMES = {"adam": "Adam", "sgd": "SGD", "momentum": "SGD with momentum",
+                   "rmsprop": "RMSprop"}
+LAG_COL = "‖∂L/∂h₁‖/‖∂L/∂h_T‖ at step 0"
+LAG_END = "… at the last step"
+LAG_LABEL = r"$\|\partial L/\partial h_{T-k}\| \,/\, \|\partial L/\partial h_T\|$"
+
+
+# --------------------------------------------------------------------------- Measurements 1, 2
+
+
+def pascanu_verdicts(df: pd.DataFrame, gamma: float = theory.GAMMA["tanh"]) -> pd.DataFrame:
+    """Per (cell, spectral_radius): matrix statistics, measured growth, Pascanu's verdict.
+
+    ``condition`` is what Pascanu et al.'s criterion says from sigma_max alone:
+    "vanishing guaranteed" if gamma sigma_max < 1, otherwise "exploding possible".
+    ``measured`` is "explodes" if the mean per-step factor exceeds 1, else "vanishes".
+    ``consistent`` is False only if a guaranteed vanishing case was measured to explode.
+    ``naive rule`` is the popular reading "spectral radius > 1 explodes", checked the same
+    way (``naive correct``).  For lstm/gru the criterion does not apply (the cell is not
+    of the form h_t = sigma(W h_{t-1} + ...)), so ``condition`` is "n/a".
+    """
+    by = ["cell", "spectral_radius"]
+    factors = growth.growth_per_lag(df, by)
+    stats = df.groupby(by, sort=False)[["spectral_radius_measured", "sigma_max",
+                                        "sigma_w"]].mean().reset_index()
+    agg = factors.groupby(by, sort=False)["growth"].agg(["mean", "std", "min", "max", "count"])
+    table = stats.merge(agg.reset_index(), on=by)
+    explodes = table["mean"] > 1
+    table["measured"] = np.where(explodes, "explodes", "vanishes")
+    rnn = table["cell"] == "rnn"
+    guaranteed = gamma * table["sigma_max"] < 1
+    table["condition"] = np.where(~rnn, "n/a", np.where(guaranteed, "vanishing guaranteed",
+                                                         "exploding possible"))
+    table["consistent"] = ~(rnn & guaranteed & explodes)
+    table["naive rule"] = np.where(table["spectral_radius_measured"] > 1, "explodes",
+                                   "vanishes")
+    table["naive correct"] = table["naive rule"] == table["measured"]
+    return table
+
+
+def verdicts(grads: pd.DataFrame, P: Params) -> pd.DataFrame:
+    """:func:`pascanu_verdicts` plus the mean-field factor sqrt(chi_1) and its relative
+    error against the measured mean (``mf_error``)."""
+    table = pascanu_verdicts(grads)
+    table["mean-field"] = [theory.mean_field_growth(s, P.input_std) for s in table.sigma_w]
+    table["mf_error"] = table["mean"] / table["mean-field"] - 1
+    return table
+
+
+def relative_to_last_step(grads: pd.DataFrame, by: list[str]) -> pd.Series:
+    """||dL/dh_{T-k}|| / ||dL/dh_T|| of each row (lag 0 is a run's first row)."""
+    return grads["grad_norm"] / grads.groupby([*by, "seed"])["grad_norm"].transform("first")
+
+
+def fig_lags(grads: pd.DataFrame, P: Params) -> plt.Figure:
+    """Relative gradient norm against the lag, one band per spectral radius."""
+    rel = grads.assign(rel=relative_to_last_step(grads, ["spectral_radius"]))
+    table = pascanu_verdicts(grads)
+    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    for i, r in enumerate(P.spectral_radii):
+        sub = rel[rel.spectral_radius == r].pivot(index="lag", columns="seed", values="rel")
+        smax = table.loc[table.spectral_radius == r, "sigma_max"].iloc[0]
+        plots.band(ax, sub.index, sub, i, f"$\\rho$ = {r:g} ($\\sigma_{{\\max}}$ = {smax:.2f})")
+    ax.set_yscale("log")
+    ax.set_xlabel("lag $k$ (time steps before the last)")
+    ax.set_ylabel(LAG_LABEL)
+    ax.legend(ncol=2)
+    return fig
+
+
+def verdict_table(grads: pd.DataFrame, P: Params):
+    """The per-radius verdicts as the page shows them."""
+    show = verdicts(grads, P)[["spectral_radius_measured", "sigma_max", "condition", "mean",
+                               "std", "measured", "consistent", "naive rule",
+                               "naive correct", "mean-field"]]
+    return show.rename(columns={
+        "spectral_radius_measured": "ρ", "sigma_max": "σ_max",
+        "condition": "Pascanu (σ_max < 1/γ?)", "mean": "per-step factor (mean)",
+        "std": "(sd over seeds)", "consistent": "Pascanu consistent",
+        "naive rule": "ρ > 1 rule says", "naive correct": "ρ rule correct",
+        "mean-field": "mean-field √χ₁"}).style.format(precision=3).hide()
+
+
+def lag_numbers(grads: pd.DataFrame, P: Params) -> dict:
+    """The glued numbers of Measurement 1."""
+    table = verdicts(grads, P)
+    numbers = {"rec_hidden": P.hidden_size, "rec_input_std": f"{P.input_std:g}",
+               "rec_seq_len": P.seq_len, "rec_seeds": P.seeds}
+    ratio = (grads.groupby("seed")["sigma_max"].first()
+             / grads.groupby("seed")["spectral_radius_measured"].first())
+    numbers.update({"rec_smax_ratio": f"{ratio.mean():.2f}",
+                    "rec_smax_ratio_low": f"{ratio.min():.2f}",
+                    "rec_smax_ratio_high": f"{ratio.max():.2f}",
+                    "rec_rho_guarantee": f"{1 / ratio.mean():.2f}"})
+    numbers["rec_n_guaranteed"] = int((table.condition == "vanishing guaranteed").sum())
+    # The bound, checked seed by seed: measured factor against gamma sigma_max (gamma = 1).
+    per_seed = growth.growth_per_lag(grads, ["spectral_radius"]).merge(
+        grads.groupby(["spectral_radius", "seed"])["sigma_max"].first().reset_index())
+    slack = per_seed["growth"] / (theory.GAMMA["tanh"] * per_seed["sigma_max"])
+    numbers["rec_bound_max"] = f"{slack.max():.2f}"
+    numbers["rec_bound_held"] = "held" if (slack <= 1).all() else "was VIOLATED"
+    numbers["rec_n_violations"] = int((~table.consistent).sum())
+    possible = table[table.condition == "exploding possible"]
+    numbers["rec_n_possible"] = len(possible)
+    numbers["rec_n_possible_vanish"] = int((possible.measured == "vanishes").sum())
+    numbers["rec_n_naive_wrong"] = int((~table["naive correct"]).sum())
+    numbers["rec_n_configs"] = len(table)
+    wrong = table.loc[~table["naive correct"], "spectral_radius"]
+    numbers["rec_naive_wrong_list"] = ", ".join(f"{r:g}" for r in wrong) if len(wrong) else "none"
+    one = table.iloc[(table.spectral_radius - 1.0).abs().argsort().iloc[0]]
+    numbers.update({"rec_rho1": f"{one.spectral_radius:g}",
+                    "rec_rho1_growth": f"{one['mean']:.3f}",
+                    "rec_rho1_total": f"{one['mean'] ** P.seq_len:.2g}",
+                    "rec_rho1_smax": f"{one.sigma_max:.2f}"})
+    crit = growth.crossing(table.spectral_radius, np.log(table["mean"]))
+    numbers["rec_critical_rho"] = "not reached" if np.isnan(crit) else f"about {crit:.2f}"
+    numbers["rec_mf_worst"] = f"{100 * table.mf_error.abs().max():.1f}"
+    top = table.iloc[-1]
+    numbers.update({"rec_top_rho": f"{top.spectral_radius:g}",
+                    "rec_top_growth": f"{top['mean']:.3f}",
+                    "rec_top_total": f"{top['mean'] ** P.seq_len:.2g}"})
+    return numbers
+
+
+def fig_gated(gated: pd.DataFrame, P: Params) -> plt.Figure:
+    """Relative gradient norm against the lag for each gated cell and block radius."""
+    rel = gated.assign(rel=relative_to_last_step(gated, ["cell", "spectral_radius"]))
+    fig, axes = plt.subplots(1, len(GATED), figsize=(10, 4.2), sharey=True)
+    for ax, cell in zip(axes, GATED, strict=True):
+        for i, r in enumerate(P.gated_radii):
+            sub = rel[(rel.cell == cell) & (rel.spectral_radius == r)].pivot(
+                index="lag", columns="seed", values="rel")
+            plots.band(ax, sub.index, sub, i, f"$\\rho$ = {r:g} per gate block")
+        ax.set_yscale("log")
+        ax.set_title(cell.upper())
+        ax.set_xlabel("lag $k$ (time steps before the last)")
+        ax.legend()
+    axes[0].set_ylabel(LAG_LABEL)
+    return fig
+
+
+def gated_numbers(gated: pd.DataFrame, P: Params) -> dict:
+    """The glued numbers of Measurement 2."""
+    factor = pascanu_verdicts(gated)["mean"]
+    return {"rec_gated_low": f"{factor.min():.3f}", "rec_gated_high": f"{factor.max():.3f}",
+            "rec_gated_max_rho": f"{max(P.gated_radii):g}",
+            "rec_gated_any_explode": "none of them" if (factor <= 1).all() else "some of them"}
+
+
+# --------------------------------------------------------------------------- Measurement 3
+
+
+def cliff_numbers(surface, cliffs: pd.DataFrame, P: Params) -> dict:
+    """The glued numbers of the one-unit model: the cliff at ``cliff_w`` after the longest
+    horizon, the median gradient norm over the ``surface`` grid (w, b, loss, dL/dw,
+    dL/db), and the growth per step of the cliff's peak gradient with the horizon."""
+    _, _, _, dldw, dldb = surface
+    last = cliffs.iloc[-1]
+    return {"rec_cliff_w": f"{P.cliff_w:g}", "rec_cliff_b": f"{last.b_star:.4f}",
+            "rec_cliff_jump_from": f"{last.loss_left:.3g}",
+            "rec_cliff_jump_to": f"{last.loss_right:.3g}",
+            "rec_cliff_peak": f"{last.peak_grad:.2g}",
+            "rec_cliff_median_grad": f"{np.median(np.hypot(dldw, dldb)):.3g}",
+            "rec_cliff_growth": f"{peak_growth(cliffs):.3f}",
+            "rec_cliff_lambda": f"{last.saddle_slope:.3f}"}
+
+
+def peak_growth(cliffs: pd.DataFrame) -> float:
+    """Factor per step of the cliff's peak |dL/db| against the horizon (log-linear fit)."""
+    return float(np.exp(growth.log_slope(cliffs.steps, np.log(cliffs.peak_grad))))
+
+
+def fig_cliff(surface, cliffs: pd.DataFrame, P: Params) -> plt.Figure:
+    """The loss surface, the slice across the cliff at ``cliff_w``, and the peak gradient
+    on the cliff against the horizon with the unstable fixed point's lambda^T."""
+    w, b, loss = surface[:3]
+    cw, last = P.cliff_w, cliffs.iloc[-1]
+    bs = np.linspace(-10, 4, 4001)
+    slice_loss = theory.one_unit_model(cw, bs)[0]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.0))
+    im = axes[0].pcolormesh(w, b, np.log10(loss + 1e-12), shading="auto", cmap="viridis")
+    fig.colorbar(im, ax=axes[0], label=r"$\log_{10}$ loss")
+    axes[0].axvline(cw, color="white", linestyle=":", linewidth=1)
+    axes[0].set_xlabel("recurrent weight $w$")
+    axes[0].set_ylabel("bias $b$")
+    axes[0].set_title("loss surface, 50 steps")
+    axes[0].grid(False)
+    axes[1].plot(bs, slice_loss, color=plots.style(0)["color"])
+    axes[1].axvline(last.b_star, color="gray", linestyle="--", linewidth=1)
+    axes[1].set_xlabel(f"bias $b$ (at $w$ = {cw:g})")
+    axes[1].set_ylabel(r"loss $(x_{50} - 0.7)^2$")
+    axes[1].set_title("slice across the cliff")
+    axes[2].semilogy(cliffs.steps, cliffs.peak_grad,
+                     label=r"measured peak $|\partial L/\partial b|$", **plots.style(0))
+    lam = last.saddle_slope
+    axes[2].semilogy(cliffs.steps, last.peak_grad * lam ** (cliffs.steps - last.steps), "--",
+                     color="gray", label=f"slope $\\lambda^T$, $\\lambda$ = {lam:.3f}")
+    axes[2].set_xlabel("sequence length $T$ (steps of the map)")
+    axes[2].set_ylabel(r"$|\partial L/\partial b|$ on the cliff")
+    axes[2].set_title("gradient on the cliff")
+    axes[2].legend()
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- Measurement 4
+
+
+def training_outcomes(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """:func:`..study.outcomes.run_outcomes` of ``rnn_training`` runs (final loss: mean
+    over the last tenth of the steps) plus ``solved``: final loss below
+    ``SOLVED_FRACTION`` times the error of always answering 1 (never for a diverged run)."""
+    out = run_outcomes(runs, by, tail=0.1)
+    return out.assign(solved=out["final_loss"] < SOLVED_FRACTION * ADDING_BASELINE_MSE)
+
+
+def outcome_table(outcomes: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Per group of :func:`training_outcomes` rows: solved and diverged (k/n), medians of
+    the final loss, the largest gradient norm, its spike and the lag ratios."""
+    rows = []
+    for key, g in outcomes.groupby(by, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        rows.append({**dict(zip(by, key, strict=True)),
+                     "solved": f"{int(g.solved.sum())}/{len(g)}",
+                     "diverged": f"{int(g.diverged.sum())}/{len(g)}",
+                     "final MSE (median)": g.final_loss.median(),
+                     "max grad norm (median)": g.max_grad_norm.median(),
+                     "max / median grad norm": g.spike.median(),
+                     LAG_COL: g.lag_ratio_start.median(),
+                     LAG_END: g.lag_ratio_end.median()})
+    return pd.DataFrame(rows)
+
+
+def _styled(table: pd.DataFrame):
+    return table.style.format(precision=3).format("{:.2g}", subset=[LAG_COL, LAG_END]).hide()
+
+
+def training_display(runs: pd.DataFrame, P: Params):
+    """The outcome table of the vanilla RNN runs per (radius, T), as the page shows it."""
+    table = outcome_table(training_outcomes(runs, ["spectral_radius", "seq_len"]),
+                          ["spectral_radius", "seq_len"])
+    return _styled(table.rename(columns={"spectral_radius": "ρ", "seq_len": "T"}))
+
+
+def setup_numbers(P: Params) -> dict:
+    """The glued numbers describing the training setup of Measurement 4."""
+    return {"rec_baseline": f"{ADDING_BASELINE_MSE:.3f}", "rec_train_hidden": P.train_hidden,
+            "rec_train_radius": f"{P.train_radius:g}",
+            "rec_train_opt": OPTIMIZER_NAMES[P.train_optimizer],
+            "rec_train_lr": f"{P.train_lr:g}", "rec_train_steps": P.train_steps,
+            "rec_train_seeds": P.train_seeds}
+
+
+def training_numbers(runs: pd.DataFrame, P: Params) -> dict:
+    """The glued numbers of Measurement 4 (vanilla RNN)."""
+    summary = training_outcomes(runs, ["spectral_radius", "seq_len"])
+    ok = summary[summary.spectral_radius == P.train_radius]
+    by_T = ok.groupby("seq_len").solved.mean()
+    solved = [T for T, s in by_T.items() if s == 1]
+    failed = [T for T, s in by_T.items() if s == 0]
+    mixed = [T for T, s in by_T.items() if 0 < s < 1]
+    ratio0 = ok.groupby("seq_len").lag_ratio_start.median()
+    ex = summary[summary.spectral_radius == P.explode_radius]
+    return {
+        "rec_solved_T": ", ".join(map(str, solved)) if solved else "none",
+        "rec_failed_T": ", ".join(map(str, failed)) if failed else "none",
+        "rec_mixed_T": (", ".join(map(str, mixed)) + " (solved by some seeds only)")
+        if mixed else "none",
+        "rec_ratio_shortT": f"{ratio0.index[0]}", "rec_ratio_short": f"{ratio0.iloc[0]:.2g}",
+        "rec_ratio_longT": f"{ratio0.index[-1]}", "rec_ratio_long": f"{ratio0.iloc[-1]:.2g}",
+        "rec_spike_low": f"{ok.spike.min():.1f}", "rec_spike_high": f"{ok.spike.max():.1f}",
+        "rec_explode_radius": f"{P.explode_radius:g}",
+        "rec_explode_solved": f"{int(ex.solved.sum())}/{len(ex)}",
+        "rec_explode_diverged": f"{int(ex.diverged.sum())}/{len(ex)}",
+        "rec_explode_ratio_long":
+            f"{ex.groupby('seq_len').lag_ratio_start.median().iloc[-1]:.2g}",
+        "rec_explode_maxgrad": f"{ex.max_grad_norm.max():.3g}",
+        "rec_explode_spike": f"{ex.spike.max():.3g}",
+        "rec_ok_maxgrad": f"{ok.max_grad_norm.max():.3g}",
+    }
+
+
+def fig_training(runs: pd.DataFrame, P: Params) -> plt.Figure:
+    """Training error per T at ``train_radius`` (left) and the gradient norm of seed 0 for
+    the shortest and longest T and the exploding start (right)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    base = runs[runs.spectral_radius == P.train_radius]
+    for i, T in enumerate(P.train_seq_lens):
+        sub = base[base.seq_len == T]
+        loss = sub.pivot(index="step", columns="seed", values="loss").rolling(10, 1).mean()
+        plots.band(axes[0], loss.index, loss, i, f"T = {T}")
+    traces = [(P.train_radius, min(P.train_seq_lens)), (P.train_radius, max(P.train_seq_lens)),
+              (P.explode_radius, max(P.train_seq_lens))]
+    for i, (r, T) in enumerate(traces):
+        sub = runs[(runs.spectral_radius == r) & (runs.seq_len == T) & (runs.seed == 0)]
+        axes[1].plot(sub.step, sub.grad_norm, color=plots.style(i)["color"], linewidth=0.8,
+                     label=f"$\\rho$ = {r:g}, T = {T} (seed 0)")
+    axes[0].axhline(ADDING_BASELINE_MSE, color="gray", linestyle="--", linewidth=1,
+                    label="always predict 1")
+    axes[0].axhline(SOLVED_FRACTION * ADDING_BASELINE_MSE, color="gray", linestyle=":",
+                    linewidth=1, label="solved below")
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("optimizer step")
+    axes[0].set_ylabel("training MSE (moving average of 10 steps)")
+    axes[0].legend(ncol=2)
+    axes[1].set_yscale("log")
+    axes[1].set_xlabel("optimizer step")
+    axes[1].set_ylabel(r"total gradient norm $\|\nabla_\theta L\|$")
+    axes[1].legend()
+    axes[0].set_title(f"tanh RNN, spectral radius {P.train_radius:g}")
+    axes[1].set_title("gradient norm during training")
+    fig.tight_layout()
+    return fig
+
+
+def gated_training(runs: pd.DataFrame, gruns: pd.DataFrame, P: Params) -> pd.DataFrame:
+    """Outcomes per run of the gated cells at the longest T, with the vanilla RNN's runs
+    at that T and ``train_radius`` as cell "rnn" (first)."""
+    T = max(P.train_seq_lens)
+    summary = training_outcomes(runs, ["spectral_radius", "seq_len"])
+    rnn = summary[(summary.spectral_radius == P.train_radius) & (summary.seq_len == T)]
+    return pd.concat([rnn.assign(cell="rnn").drop(columns=["spectral_radius", "seq_len"]),
+                      training_outcomes(gruns, ["cell"])])
+
+
+def gated_training_numbers(runs: pd.DataFrame, gruns: pd.DataFrame, P: Params) -> dict:
+    """The glued numbers of the gated cells on the adding problem."""
+    both = gated_training(runs, gruns, P)
+    numbers = {"rec_gated_T": max(P.train_seq_lens), "rec_gated_seeds": P.gated_seeds}
+    for c in [*GATED, "rnn"]:
+        g = both[both.cell == c]
+        numbers.update({f"rec_gated_{c}_solved": f"{int(g.solved.sum())}/{len(g)}",
+                        f"rec_gated_{c}_ratio0": f"{g.lag_ratio_start.median():.2g}",
+                        f"rec_gated_{c}_ratio1": f"{g.lag_ratio_end.median():.2g}"})
+    return numbers
+
+
+def gated_training_display(runs: pd.DataFrame, gruns: pd.DataFrame, P: Params):
+    """The outcome table per cell at the longest T, as the page shows it."""
+    return _styled(outcome_table(gated_training(runs, gruns, P), ["cell"]))

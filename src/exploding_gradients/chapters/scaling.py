@@ -1,8 +1,25 @@
-"""scaling: the chapter's spec."""
+"""Scaling: the time per training step against depth, width and sequence length, batched
+seeds against a loop, a sweep on every core, and the ``make benchmark`` record.
+
+Every time comes from :mod:`..study.timing` (the one timer), called visibly on the page;
+this module turns the timings into the page's numbers, figure and tables.
+"""
 
 from __future__ import annotations
 
-from . import Chapter
+import os
+import platform
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import theory
+from ..study import plots, timing
+from ..study.growth import power_law_fit
+from . import Chapter, Params
 from ._shared import from_profile
 
 CHAPTER = Chapter(
@@ -68,3 +85,149 @@ CHAPTER = Chapter(
         ),
     },
 )
+
+#: The parameter holding the sizes of each runtime sweep, and its glue key's name.
+SIZES = {"depth": "depths", "width": "widths", "sequence length": "seq_lens"}
+KEYS = {"depth": "depth", "width": "width", "sequence length": "seq"}
+#: A fitted exponent within this of the operation count's counts as following it.
+CLOSE = 0.15
+NOT_MEASURED = "could not be measured"
+
+
+def machine_numbers() -> dict:
+    """The machine the page's times were measured on."""
+    return {"scale_machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
+                             f"{platform.python_version()}, torch {torch.__version__}, "
+                             f"{torch.get_num_threads()} torch thread(s) per process"}
+
+
+# --------------------------------------------------------------------------- time per step
+
+
+def runtime(timed: dict[str, pd.DataFrame], P: Params) -> pd.DataFrame:
+    """Seconds per optimizer step (``sweep``, ``size``, ``seconds``) from the
+    :func:`..study.timing.time_ratios` table of each sweep, whose base is the sweep's
+    first size and whose variants are the others.  The base's seconds per round are a
+    variant's over its ratio; each size's is the median over the rounds (NaN if it was
+    not timed)."""
+    rows = []
+    for sweep, out in timed.items():
+        sizes = P[SIZES[sweep]]
+        if len(out):
+            base = (out["step_seconds"] / out["ratio"]).groupby(out["round"]).first().median()
+            medians = out.groupby("variant", sort=False)["step_seconds"].median()
+        else:
+            base, medians = np.nan, {}
+        rows.extend({"sweep": sweep, "size": size,
+                     "seconds": base if i == 0 else medians.get(size, np.nan)}
+                    for i, size in enumerate(sizes))
+    return pd.DataFrame(rows)
+
+
+def fit(sizes, seconds) -> dict | None:
+    """:func:`..study.growth.power_law_fit` of seconds against size, or None when the
+    times allow no fit (a negative or non-finite time, fewer than two sizes)."""
+    try:
+        return power_law_fit(sizes, seconds)
+    except ValueError:
+        return None
+
+
+def fits(table: pd.DataFrame) -> dict[str, tuple[dict | None, dict | None]]:
+    """Per sweep: the fit over all sizes, and over the top half of them (at least two),
+    where the arithmetic should dominate the fixed costs."""
+    out = {}
+    for sweep, g in table.groupby("sweep", sort=False):
+        top = g.iloc[-max(2, len(g) // 2):]
+        out[sweep] = (fit(g["size"], g["seconds"]), fit(top["size"], top["seconds"]))
+    return out
+
+
+def verdict(exponent: float, expected: float) -> str:
+    """How a fitted exponent compares with the operation count's."""
+    gap = exponent - expected
+    if abs(gap) <= CLOSE:
+        return f"close to the operation count's {expected}"
+    return f"{'below' if gap < 0 else 'above'} the operation count's {expected}"
+
+
+def runtime_numbers(timed: dict[str, pd.DataFrame], P: Params) -> dict:
+    """The glued exponents, R^2 and verdicts of the runtime sweeps; a fit the times do
+    not allow is said to be unmeasured rather than shown as NaN."""
+    numbers = {}
+    for sweep, (whole, top) in fits(runtime(timed, P)).items():
+        key, expected = KEYS[sweep], theory.STEP_COST_EXPONENTS[sweep]
+        numbers.update({
+            f"scale_{key}_exp": f"{whole['exponent']:.2f}" if whole else NOT_MEASURED,
+            f"scale_{key}_exp_top": f"{top['exponent']:.2f}" if top else NOT_MEASURED,
+            f"scale_{key}_r2": f"{whole['r2']:.3f}" if whole else "–",
+            f"scale_{key}_verdict": verdict(whole["exponent"], expected) if whole
+            else f"by an amount that {NOT_MEASURED}"})
+    return numbers
+
+
+def fig_runtime(timed: dict[str, pd.DataFrame], P: Params) -> plt.Figure:
+    """Milliseconds per step against each size (log-log): measured points, the fitted
+    power law and the operation count's slope through the largest size."""
+    table = runtime(timed, P)
+    fitted = fits(table)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), sharey=False)
+    for i, (ax, (sweep, g)) in enumerate(zip(axes, table.groupby("sweep", sort=False),
+                                             strict=True)):
+        s = plots.style(i)
+        expected = theory.STEP_COST_EXPONENTS[sweep]
+        shown = g[np.isfinite(g["seconds"]) & (g["seconds"] > 0)]  # a log axis can show
+        ax.loglog(shown["size"], 1e3 * shown["seconds"], color=s["color"], marker=s["marker"],
+                  linestyle="none", label="measured")
+        x = np.geomspace(g["size"].min(), g["size"].max(), 50)
+        whole = fitted[sweep][0]
+        if whole:
+            ax.loglog(x, 1e3 * whole["prefactor"] * x ** whole["exponent"], color=s["color"],
+                      label=f"fit: exponent {whole['exponent']:.2f}")
+        if len(shown):
+            anchor = shown.iloc[-1]
+            ax.loglog(x, 1e3 * anchor["seconds"] * (x / anchor["size"]) ** expected,
+                      color="black", linestyle=":", label=f"slope {expected} (theory)")
+        ax.set_xticks(g["size"], [f"{v:g}" for v in g["size"]])  # the sizes, not powers of 10
+        ax.tick_params(axis="x", which="minor", bottom=False, labelbottom=False)
+        ax.set_xlabel(sweep)
+        ax.legend(loc="upper left")
+    axes[0].set_ylabel("milliseconds per training step")
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- seeds, cores
+
+
+def ensemble_numbers(bench: dict, P: Params) -> dict:
+    """The glued numbers of :func:`..study.timing.benchmark_ensemble`'s result."""
+    return {"scale_ens_seeds": P.ensemble_seeds, "scale_ens_steps": P.steps,
+            "scale_ens_ratio": f"{bench['ratio']:.1f}", "scale_ens_engine": bench["engine"],
+            "scale_ens_loop_ms": f"{1e3 * bench['loop_s']:.2f}",
+            "scale_ens_batched_ms": f"{1e3 * bench['batched_s']:.2f}"}
+
+
+def sweep_numbers(speedup: dict, P: Params) -> dict:
+    """The glued numbers of :func:`..study.timing.sweep_speedup`'s result."""
+    return {"scale_sweep_jobs": speedup["jobs"], "scale_sweep_workers": speedup["workers"],
+            "scale_sweep_ratio": f"{speedup['ratio']:.2f}"}
+
+
+# --------------------------------------------------------------------------- the record
+
+
+def record_path(cwd: Path | None = None) -> Path:
+    """Where ``make benchmark`` writes its record: ``benchmarks/latest.json`` of the
+    repository, whose root is the parent of the page's working directory (papermill
+    runs a page in ``notebooks/``)."""
+    return (cwd or Path.cwd()).resolve().parent / "benchmarks" / "latest.json"
+
+
+def benchmark_display(cwd: Path | None = None) -> pd.DataFrame | None:
+    """The record as a table of ratios, or None after saying how to make one."""
+    record = timing.benchmark_record(record_path(cwd))
+    if record is None:
+        print("No benchmark record on this machine yet: run `make benchmark`, then rebuild "
+              "the book.")
+    return record
