@@ -116,12 +116,13 @@ def test_log_to_tensorboard_writes_each_layer_statistic():
         model(torch.randn(5, 3)).sum().backward()
         written = monitor.log_to(writer, step=7)
         rows = monitor.layer_stats()
-    assert written == len(writer.scalars) == 2 * 4  # 2 layers x 4 numeric statistics
+    assert written == len(writer.scalars) == 2 * 5  # 2 layers x 5 numeric statistics
     tags = {tag: (value, step) for tag, value, step in writer.scalars}
     assert tags["monitor/grad_norm/2"] == (rows[1]["grad_norm"], 7)
     assert tags["monitor/nonfinite/0"] == (0.0, 7)
     assert set(tags) == {f"monitor/{k}/{n}" for k in ("grad_norm", "delta_norm",
-                                                      "preact_var", "nonfinite")
+                                                      "preact_var", "nonfinite",
+                                                      "grad_zero_fraction")
                          for n in ("0", "2")}
     writer = FakeWriter()
     assert log_to_tensorboard(writer, {"loss": torch.tensor(0.5), "note": "x"}, 3, "train") == 1

@@ -9,7 +9,15 @@ from torch import nn
 import exploding_gradients as eg
 from exploding_gradients.init import lsuv_
 from exploding_gradients.models.mlp import MLP
-from exploding_gradients.remedies import Remedies, adaptive_clip_grad_, unitwise_norm
+from exploding_gradients.remedies import (
+    AdaGC,
+    PercentileClip,
+    Remedies,
+    SkipRule,
+    ZClip,
+    adaptive_clip_grad_,
+    unitwise_norm,
+)
 
 
 def _with_grads(seed=0):
@@ -145,3 +153,170 @@ def test_rnn_training_takes_the_same_remedies():
     assert clipped.step_lr.iloc[0] == pytest.approx(0.002)
     assert clipped.lag_ratio.notna().sum() == 3
     assert clipped.diverged_step.iloc[0] == -1
+
+
+# --------------------------------------------------------------------------- any shape
+
+@pytest.mark.parametrize("conv", [nn.Conv1d(3, 4, 3), nn.Conv2d(3, 4, 3), nn.Conv3d(3, 4, 3)],
+                         ids=["conv1d", "conv2d", "conv3d"])
+def test_agc_follows_the_unit_wise_rule_on_convolution_kernels(conv):
+    """A unit of a convolution is an output channel: its kernel (in x k x ...)."""
+    gen = torch.Generator().manual_seed(1)
+    for p in conv.parameters():
+        p.grad = 5 * torch.randn(p.shape, generator=gen)
+    w, g = conv.weight.detach().clone(), conv.weight.grad.clone()
+    assert adaptive_clip_grad_(conv.parameters(), clip_factor=0.01)
+    for unit in range(4):
+        limit = 0.01 * max(w[unit].norm().item(), 1e-3)
+        norm = g[unit].norm().item()
+        expected = g[unit] * (limit / norm) if norm > limit else g[unit]
+        torch.testing.assert_close(conv.weight.grad[unit], expected)
+    assert unitwise_norm(w).shape == (4,) + (1,) * (w.ndim - 1)
+
+
+# --------------------------------------------------------------------------- spike remedies
+
+def _grad_sequence(steps=40, seed=0):
+    """A small model and a sequence of gradients with occasional spikes."""
+    gen = torch.Generator().manual_seed(seed)
+    model = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2))
+    grads = []
+    for t in range(steps):
+        scale = 20.0 if t % 13 == 12 else 1.0
+        grads.append([scale * torch.randn(p.shape, generator=gen) for p in model.parameters()])
+    return model, grads
+
+
+def _total(params):
+    return torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])).item()
+
+
+def test_percentile_clip_is_autoclip():
+    """Against the ``autoclip`` package's global QuantileClip (Seetharaman et al. 2020)."""
+    from autoclip.torch import QuantileClip
+
+    model, grads = _grad_sequence()
+    twin = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2))
+    ours, theirs = PercentileClip(90), QuantileClip(list(twin.parameters()), quantile=0.9,
+                                                    history_length=10_000,
+                                                    global_threshold=True)
+    clipped_any = False
+    for step_grads in grads:
+        for p, q, g in zip(model.parameters(), twin.parameters(), step_grads, strict=True):
+            p.grad, q.grad = g.clone(), g.clone()
+        params = list(model.parameters())
+        clipped_any |= ours(params, _total(params))
+        theirs.step()
+        for p, q in zip(model.parameters(), twin.parameters(), strict=True):
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6)
+    assert clipped_any
+
+
+def test_zclip_follows_its_published_rule():
+    """ZClip (Kumar et al. 2025): after a warmup of three norms (mean 2, variance 2/3), a
+    norm of 10 has z = 8/0.8165 = 9.80 > 2.5: it is clipped to mean + 2.5^2 std / z."""
+    rule = ZClip(z=2.5, alpha=0.5, warmup=3)
+    p = nn.Parameter(torch.zeros(1))
+    for norm in (1.0, 2.0, 3.0):
+        p.grad = torch.tensor([norm])
+        assert not rule([p], norm)
+    assert rule.mean == 2.0 and rule.var == pytest.approx(2 / 3)
+    p.grad = torch.tensor([10.0])
+    assert rule([p], 10.0)
+    std = (2 / 3) ** 0.5
+    z = 8 / (std + 1e-6)
+    target = 2 + 2.5 * std / (z / 2.5)
+    assert p.grad.item() == pytest.approx(target * 10 / (10 + 1e-6), rel=1e-6)
+    mean = 0.5 * 2 + 0.5 * target  # the EMA takes the clipped value
+    assert rule.mean == pytest.approx(mean)
+    assert rule.var == pytest.approx(0.5 * (2 / 3) + 0.5 * (target - mean) ** 2)
+    p.grad = torch.tensor([2.0])  # an ordinary norm is left alone
+    assert not rule([p], 2.0) and p.grad.item() == 2.0
+
+
+def test_adagc_with_adam_is_pytorch_optimizers_adagc():
+    """Against ``pytorch_optimizer.AdaGC`` (Wang et al. 2025), which is Adam with AdaGC's
+    per-tensor clipping built in: with no weight decay the trajectories agree."""
+    from pytorch_optimizer import AdaGC as Reference
+
+    model, grads = _grad_sequence(steps=30)
+    twin = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2))
+    twin.load_state_dict(model.state_dict())
+    rule = AdaGC(lambda_rel=1.05, beta=0.98, warmup=5, lambda_abs=1.0)
+    ours = torch.optim.Adam(model.parameters(), lr=1e-2, eps=1e-8)
+    theirs = Reference(twin.parameters(), lr=1e-2, warmup_steps=5, weight_decay=0.0)
+    clipped_any = False
+    for step_grads in grads:
+        for p, q, g in zip(model.parameters(), twin.parameters(), step_grads, strict=True):
+            p.grad, q.grad = g.clone(), g.clone()
+        params = list(model.parameters())
+        clipped_any |= rule(params, _total(params))
+        ours.step()
+        theirs.step()
+        for p, q in zip(model.parameters(), twin.parameters(), strict=True):
+            torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-5, atol=1e-6)
+    assert clipped_any
+
+
+def test_skip_rule_nonfinite_and_zscore_as_olmo_core():
+    never = SkipRule("none")
+    assert not never(math.nan, math.inf)
+    finite_only = SkipRule("nonfinite")
+    assert finite_only(1.0, math.inf) and finite_only(math.nan, 1.0)
+    assert not finite_only(1e30, 1e30)
+    rule = SkipRule("zscore", window=40, threshold=6.0)
+    gen = torch.Generator().manual_seed(0)
+    values = (1 + 0.1 * torch.randn(60, generator=gen)).tolist()
+    judged = [rule(v, v) for v in values[:19]]
+    assert not any(judged) and rule(100.0, 100.0) is not None  # not judged before 20 values
+    rule = SkipRule("zscore", window=40, threshold=6.0)
+    for v in values[:30]:
+        rule(v, 1.0 + 0.01 * v)
+    assert rule(1.0, 10.0)  # a gradient-norm outlier
+    assert rule(-5.0, 1.0)  # both sides: a loss that falls off a cliff too
+    assert not rule(1.05, 1.01)
+    assert len(rule.losses) == 33 and len(SkipRule("zscore", window=5).losses) == 0
+    with pytest.raises(ValueError, match="window >= 2"):
+        SkipRule("zscore", window=1)
+
+
+SPIKY = dict(depth=3, width=8, n_train=128, batch_size=16, steps=30, log_every=5)
+
+
+def test_skipping_keeps_a_diverging_run_alive_and_says_so():
+    bad = dict(SPIKY, sigma_w=3.0, lr=0.5, optimizer="sgd", task="regression")
+    plain = eg.run("training", bad, seeds=2)
+    assert (plain.groupby("seed").diverged_step.first() >= 0).all()
+    skipped = eg.run("training", bad, seeds=2, skip="nonfinite")
+    steps = skipped[skipped.layer == 0]
+    assert (steps.diverged_step == -1).all() and steps.step.max() == SPIKY["steps"]
+    assert steps.skipped.sum() > 0 and set(steps.skipped.unique()) <= {0.0, 1.0}
+    # a skipped step changes nothing: its update ratio, where sampled, is zero
+    sampled = steps[steps.update_ratio.notna() & (steps.skipped == 1)]
+    assert (sampled.update_ratio == 0).all()
+
+
+@pytest.mark.parametrize("clip, threshold", [("percentile", 90.0), ("zclip", 0.5),
+                                             ("adagc", 1.05), ("norm", 0.5),
+                                             ("value", 0.01), ("agc", 0.01)])
+def test_every_clip_records_when_it_clipped(clip, threshold):
+    runs = eg.run("training", SPIKY, clip=clip, clip_threshold=threshold, clip_warmup=5,
+                  seeds=1)
+    steps = runs[runs.layer == 0]
+    assert set(steps.clipped.dropna().unique()) <= {0.0, 1.0}
+    assert steps.clipped.sum() > 0, clip
+    none = eg.run("training", SPIKY, seeds=1)
+    assert (none[none.layer == 0].clipped.dropna() == 0).all()
+
+
+@pytest.mark.parametrize("overrides, named", [
+    (dict(clip="percentile", clip_threshold=150.0), "clip_threshold"),
+    (dict(clip="percentile", clip_threshold=-5.0), "clip_threshold"),
+    (dict(clip="zclip", clip_threshold=0.0), "clip_threshold"),
+    (dict(skip="zscore", skip_window=0), "skip_window"),
+    (dict(skip="sometimes"), "skip"),
+    (dict(clip_ema=1.0), "clip_ema"),
+])
+def test_bad_spike_remedy_settings_are_refused_before_compute(overrides, named):
+    with pytest.raises(eg.ConfigError, match=f"parameter '{named}'"):
+        eg.REGISTRY["training"].resolve(overrides)

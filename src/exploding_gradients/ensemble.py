@@ -71,6 +71,12 @@ def unsupported_reason(config: dict) -> str:
         return "the batched engine runs on the CPU"
     if config.get("stop_factor", 0.0):
         return "early stopping restores each member's best weights"
+    if config.get("precision", "fp32") != "fp32":
+        return "mixed precision and loss scaling run in the per-seed loop"
+    if config.get("clip", "none") in ("percentile", "zclip", "adagc"):
+        return "clipping rules with a history of their own run in the per-seed loop"
+    if config.get("skip", "none") != "none":
+        return "skipping steps runs in the per-seed loop"
     return ""
 
 
@@ -275,8 +281,8 @@ def _train(config: dict, runs: list, forward: Forward) -> list[TrainLog]:
                            for m in ens.members])
         out, preacts = forward(ens, data.x_train[idx], sampled)
         losses = _member_losses(data, out, data.y_train[idx])
-        rows = [{"step": step, "loss": value, "grad_norm": math.nan}
-                for value in losses.tolist()]
+        rows = [{"step": step, "loss": value, "grad_norm": math.nan, "loss_scale": math.nan,
+                 "clipped": 0.0, "skipped": 0.0} for value in losses.tolist()]
         dead = []  # slots whose run ends at this step
         for slot, row in enumerate(rows):
             if not math.isfinite(row["loss"]):
@@ -318,7 +324,7 @@ def _train(config: dict, runs: list, forward: Forward) -> list[TrainLog]:
         step_lr = lr * remedies.lr_factor(step, steps)
         for group in ens.opt.param_groups:
             group["lr"] = step_lr
-        _clip(remedies, ens, _total_norms(norms))
+        clipped = _clip(remedies, ens, _total_norms(norms)).tolist()
         before = [p.detach().clone() for p in ens.params] if sampled else None
         if remedies.weight_decay:
             with torch.no_grad():
@@ -328,6 +334,7 @@ def _train(config: dict, runs: list, forward: Forward) -> list[TrainLog]:
         ratios = _update_ratios(ens.params, before) if sampled else None
         for slot, row in enumerate(rows):
             row["step_lr"] = step_lr
+            row["clipped"] = float(clipped[slot])
             if sampled:
                 row["update_ratio"] = ratios[slot]
             logs[ens.members[slot]].steps.append(row)
@@ -352,24 +359,33 @@ def _penalty(remedies: Remedies, params: list[torch.Tensor]) -> torch.Tensor | f
 
 
 @torch.no_grad()
-def _clip(remedies: Remedies, ens: _Ensemble, total_norms: torch.Tensor) -> None:
-    """:meth:`.Remedies.clip_` of each member: norms and units per member."""
+def _clip(remedies: Remedies, ens: _Ensemble, total_norms: torch.Tensor) -> torch.Tensor:
+    """:meth:`.Remedies.clip_` of each member: norms and units per member; returns, per
+    member, whether a gradient changed."""
     grads = [p.grad for p in ens.params]
+    members = total_norms.shape[0]
     if remedies.clip == "norm":  # as torch.nn.utils.clip_grad_norm_, per member
         coef = (remedies.clip_threshold / (total_norms + 1e-6)).clamp(max=1.0)
         for g in grads:
             g.mul_(coef.view(-1, *[1] * (g.ndim - 1)))
-    elif remedies.clip == "value":
+        return total_norms > remedies.clip_threshold
+    if remedies.clip == "value":
+        largest = torch.stack([g.reshape(members, -1).abs().amax(dim=1) for g in grads])
         for g in grads:
             g.clamp_(min=-remedies.clip_threshold, max=remedies.clip_threshold)
-    elif remedies.clip == "agc":  # as remedies.adaptive_clip_grad_, readout left alone
+        return (largest > remedies.clip_threshold).any(dim=0)
+    changed = torch.zeros(members, dtype=torch.bool)
+    if remedies.clip == "agc":  # as remedies.adaptive_clip_grad_, readout left alone
         for i, p in enumerate(ens.params):
             if i in ens.final:
                 continue
             max_norm = _unitwise_norm(p.detach()).clamp_min(1e-3) * remedies.clip_threshold
             grad_norm = _unitwise_norm(p.grad)
             clipped = p.grad * (max_norm / grad_norm.clamp_min(1e-6))
-            p.grad.copy_(torch.where(grad_norm > max_norm, clipped, p.grad))
+            mask = grad_norm > max_norm
+            p.grad.copy_(torch.where(mask, clipped, p.grad))
+            changed |= mask.reshape(members, -1).any(dim=1)
+    return changed
 
 
 def _unitwise_norm(x: torch.Tensor) -> torch.Tensor:
@@ -386,9 +402,11 @@ def _layer_stats(ens: _Ensemble, norms: torch.Tensor,
     grad = norms[ens.hidden]  # (L, E)
     delta = torch.stack([torch.linalg.vector_norm(z.grad, dim=(1, 2)) for z in preacts])
     var = torch.stack([z.detach().var(dim=(1, 2), unbiased=False) for z in preacts])
-    table = torch.stack([grad, delta, var], dim=-1).transpose(0, 1).tolist()  # (E, L, 3)
-    return [[{"grad_norm": g, "delta_norm": d, "preact_var": v} for g, d, v in member]
-            for member in table]
+    zeros = torch.stack([(ens.params[i].grad == 0).sum(dim=(1, 2)).double()
+                         / ens.params[i].grad[0].numel() for i in ens.hidden]).to(grad.dtype)
+    table = torch.stack([grad, delta, var, zeros], dim=-1).transpose(0, 1).tolist()
+    return [[{"grad_norm": g, "delta_norm": d, "preact_var": v, "grad_zero_fraction": z}
+             for g, d, v, z in member] for member in table]  # (E, L, 4)
 
 
 @torch.no_grad()

@@ -12,7 +12,9 @@ For each watched module it records, on every forward/backward pass while enabled
 * ``delta_norm`` - L2 norm of the loss gradient with respect to that output, i.e. the
   backpropagated signal (captured by a tensor hook registered during forward);
 * ``grad_norm`` - L2 norm of the gradient of the module's own weight (read from
-  ``.grad`` when asked, so it costs nothing during training);
+  ``.grad`` when asked, so it costs nothing during training), and ``grad_zero_fraction``,
+  the fraction of its entries that are exactly zero (a half-precision gradient that
+  underflowed, or dead units);
 * ``nonfinite`` - whether the output or its gradient held a NaN/Inf
   (:meth:`GradientMonitor.first_nonfinite` says where it started);
 * ``calls`` - how many times the module ran in the pass (a shared layer runs more than
@@ -271,6 +273,7 @@ class GradientMonitor:
         present = [g.detach() for g in grads if g is not None]
         stats = self._read()
         grad_norms = iter(as_floats(norms(present)))
+        zeros = iter(as_floats([(g == 0).sum().double() / g.numel() for g in present]))
         rows = []
         for index, (name, grad) in enumerate(zip(self.modules, grads, strict=True), start=1):
             s = stats[name]
@@ -278,6 +281,7 @@ class GradientMonitor:
                 "layer": index,
                 "name": name,
                 "grad_norm": float("nan") if grad is None else next(grad_norms),
+                "grad_zero_fraction": float("nan") if grad is None else next(zeros),
                 "delta_norm": s.get("delta_norm", float("nan")),
                 "preact_var": s.get("preact_var", float("nan")),
                 "nonfinite": self._nonfinite(s, "preact_var") or self._nonfinite(s, "delta_norm"),

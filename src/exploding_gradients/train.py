@@ -19,11 +19,13 @@ from torch import nn
 
 from .engine.params import ConfigError, Param
 from .monitor import GradientMonitor, UpdateRatio
+from .precision import Precision
 from .remedies import Remedies
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
 DEVICES = ("auto", "cpu", "cuda")
 NO_REMEDIES = Remedies()
+FP32 = Precision()
 
 
 def resolve_device(name: object = "cpu") -> torch.device:
@@ -66,8 +68,9 @@ class TrainLog:
     stopped_step: int | None = None
     cause: str = ""
 
-    COLUMNS = ("step", "layer", "loss", "grad_norm", "step_lr", "update_ratio", "test_loss",
-               "test_accuracy", "delta_norm", "preact_var")
+    COLUMNS = ("step", "layer", "loss", "grad_norm", "step_lr", "update_ratio", "clipped",
+               "skipped", "loss_scale", "test_loss", "test_accuracy", "delta_norm",
+               "preact_var", "grad_zero_fraction")
     #: How the run ended, repeated on every row.
     OUTCOME = ("diverged_step", "stopped_step", "cause")
 
@@ -103,22 +106,28 @@ def train(model: nn.Module, next_batch: Callable[[], Batch],
           lr: float, steps: int, remedies: Remedies = NO_REMEDIES, log_every: int = 10,
           layers: dict[str, nn.Module] | None = None, final: tuple[torch.Tensor, ...] = (),
           evaluate: Callable[[nn.Module, Batch], dict] | None = None,
-          monitor: bool = True,
+          monitor: bool = True, precision: Precision = FP32,
           on_step: Callable[[int, nn.Module], None] | None = None) -> TrainLog:
     """Train ``model`` for ``steps`` steps on minibatches from ``next_batch()``.
 
     Every step logs the loss (without the weight penalty), the total gradient norm
-    before clipping, and the learning rate; every ``log_every`` steps (and the first and
-    last) also the update-to-weight ratio, the per-layer statistics of a
-    :class:`GradientMonitor` on ``layers`` (none when ``layers == {}``) and whatever
-    ``evaluate(model, batch)`` returns (test metrics, say), computed after the backward
-    pass and before the update.  ``final`` holds the output layer's parameters, which
-    adaptive clipping leaves alone.
+    before clipping (of the unscaled gradients), the learning rate, whether the gradient
+    was clipped and whether the step was skipped, and the loss scale; every
+    ``log_every`` steps (and the first and last) also the update-to-weight ratio, the
+    per-layer statistics of a :class:`GradientMonitor` on ``layers`` (none when
+    ``layers == {}``) and whatever ``evaluate(model, batch)`` returns (test metrics,
+    say), computed after the backward pass and before the update.  ``final`` holds the
+    output layer's parameters, which adaptive clipping leaves alone.
 
-    ``monitor=False`` turns all of that monitoring off - total gradient norm (logged as
+    A non-finite loss or gradient ends the run as diverged, unless something handles it:
+    a loss scaler (``precision``) skips a step whose gradients overflowed and lowers
+    its scale; ``remedies.skip`` skips such a step, or also an outlier one.  A skipped
+    step updates nothing.
+
+    ``monitor=False`` turns all of the monitoring off - total gradient norm (logged as
     NaN), update ratio, per-layer statistics - to time the bare loop against it (see
-    :func:`.timing.benchmark_monitoring`).  A non-finite gradient is then caught one step
-    later, by the loss.  The monitor's hooks are registered only during sampled steps.
+    :func:`.study.timing.benchmark_monitoring`).  A non-finite gradient is then caught one
+    step later, by the loss.  The monitor's hooks are registered only during sampled steps.
 
     ``on_step(step, model)``, if given, is called at the start of every step, before
     its minibatch is drawn (a measurement of the model as the step finds it, such as
@@ -129,6 +138,10 @@ def train(model: nn.Module, next_batch: Callable[[], Batch],
     grads = FlatGrads(params)
     watcher = GradientMonitor(model, layers, enabled=False) if monitor and layers != {} else None
     ratio = UpdateRatio(params) if monitor else None
+    clip, skip = remedies.clipper(), remedies.skipper()
+    device = params[0].device if params else torch.device("cpu")
+    scaler = precision.scaler(device)
+    clip_scaled = scaler is not None and precision.clip_order == "scaled"
     log = TrainLog()
     best: tuple[float, dict] | None = None  # (score, weights) for early stopping
     first_loss = None
@@ -141,21 +154,30 @@ def train(model: nn.Module, next_batch: Callable[[], Batch],
             if watcher:
                 watcher.enabled = sampled  # hooks only on the steps that are recorded
             batch = next_batch()
-            loss = loss_fn(model(batch[0]), batch[1])
-            row = {"step": step, "loss": loss.item(), "grad_norm": math.nan}
+            with precision.autocast(device):
+                loss = loss_fn(model(batch[0]), batch[1])
+            scale = scaler.get_scale() if scaler else 1.0
+            row = {"step": step, "loss": loss.item(), "grad_norm": math.nan,
+                   "loss_scale": scale if scaler else math.nan, "clipped": 0.0,
+                   "skipped": 0.0}
             first_loss = row["loss"] if first_loss is None else first_loss
             stop = _stop_reason(remedies, row["loss"], first_loss, "loss")
-            if stop:
+            if stop and not (remedies.skip != "none" and not math.isfinite(row["loss"])):
                 log.steps.append(row)
                 _end(log, step, stop, best, model, evaluate, batch, loss_fn)
                 break
             grads.zero_()
-            (loss + remedies.penalty_term(params)).backward()
+            total = loss + remedies.penalty_term(params)
+            (scaler.scale(total) if scaler else total).backward()
+            if scaler and not clip_scaled:
+                scaler.unscale_(opt)  # before anything reads or clips the gradients
             if monitor:
-                row["grad_norm"] = grads.norm()
+                row["grad_norm"] = grads.norm() / (scale if clip_scaled else 1.0)
             if sampled:
                 if watcher:
-                    log.layers.extend({"step": step, **s} for s in watcher.layer_stats())
+                    log.layers.extend({"step": step, **s}
+                                      for s in _unscaled(watcher.layer_stats(), scale,
+                                                         clip_scaled))
                     watcher.enabled = False  # evaluation must not overwrite training stats
                 if evaluate:
                     row.update(evaluate(model, batch))
@@ -164,7 +186,9 @@ def train(model: nn.Module, next_batch: Callable[[], Batch],
                     score = row.get("test_loss", row["loss"])
                     if math.isfinite(score) and (best is None or score < best[0]):
                         best = (score, copy.deepcopy(model.state_dict()))
-            stop = _stop_reason(remedies, row["grad_norm"], None, "grad") if monitor else ""
+            finite = math.isfinite(row["grad_norm"]) if monitor else True
+            handled = scaler is not None or remedies.skip != "none"
+            stop = "" if finite or handled else divergence_cause(row["grad_norm"], "grad")
             if stop or step == steps:  # the last row measures the model; no update after it
                 log.steps.append(row)
                 if stop:
@@ -174,11 +198,29 @@ def train(model: nn.Module, next_batch: Callable[[], Batch],
             for group in opt.param_groups:
                 group["lr"] = step_lr
             row["step_lr"] = step_lr
-            remedies.clip_(params, list(final))
+            if skip(row["loss"], row["grad_norm"] if monitor else 0.0) or \
+                    (scaler is not None and not finite):
+                row["skipped"] = 1.0
+                if scaler:  # nothing is updated; an overflow halves the scale
+                    if clip_scaled:
+                        scaler.unscale_(opt)  # records the inf check that update() reads
+                    scaler.update()
+                if sampled and ratio is not None:
+                    row["update_ratio"] = 0.0
+                log.steps.append(row)
+                continue
+            norm = row["grad_norm"] * (scale if clip_scaled else 1.0)
+            row["clipped"] = float(clip(params, list(final), norm))
             if sampled and ratio is not None:
                 ratio.before_step()
             remedies.decay_(params, step_lr)
-            opt.step()
+            if scaler:
+                scaler.step(opt)
+                scaler.update()
+                if scaler.get_scale() < scale:  # the unscaled gradients were not finite
+                    row["skipped"] = 1.0
+            else:
+                opt.step()
             if sampled and ratio is not None:
                 row["update_ratio"] = ratio.total()
             log.steps.append(row)
@@ -186,6 +228,18 @@ def train(model: nn.Module, next_batch: Callable[[], Batch],
         if watcher:
             watcher.remove()
     return log
+
+
+def _unscaled(rows: list[dict], scale: float, grads_scaled: bool) -> list[dict]:
+    """The monitor's rows with the loss scale divided out: the backpropagated
+    ``delta_norm`` always carries it, the weight gradients only if not yet unscaled."""
+    if scale == 1.0:
+        return rows
+    for row in rows:
+        row["delta_norm"] /= scale
+        if grads_scaled:
+            row["grad_norm"] /= scale
+    return rows
 
 
 def _stop_reason(remedies: Remedies, value: float, first: float | None, what: str) -> str:

@@ -30,7 +30,8 @@ from ..engine.registry import experiment
 from ..init import LSUV_BATCH, SCHEMES, lsuv_
 from ..models.mlp import MLP, NORMALIZATIONS, build_mlp
 from ..monitor import GradientMonitor, derivative_stats
-from ..remedies import REMEDY_PARAMS, Remedies
+from ..precision import PRECISION_PARAMS, Precision, check_precision
+from ..remedies import REMEDY_PARAMS, Remedies, check_remedies
 from ..train import DEVICES, OPTIMIZERS, TrainLog, minibatches, resolve_device, train
 
 MODEL_PARAMS = (
@@ -236,8 +237,8 @@ def signal_propagation(config: dict, seed: int) -> pd.DataFrame:
         rows = monitor.layer_stats()
     for hook in hooks:
         hook.remove()
-    return pd.DataFrame(rows).drop(columns=["name", "nonfinite", "calls"]).join(
-        pd.DataFrame(act_stats))
+    stats = pd.DataFrame(rows)[["layer", "grad_norm", "delta_norm", "preact_var"]]
+    return stats.join(pd.DataFrame(act_stats))
 
 
 #: Seeds trained as one ensemble at most; more are split into chunks of this many.
@@ -290,8 +291,9 @@ def _batched_unsupported(config: dict) -> str:
           "support run the loop)", choices=("loop", "batched")),
     Param("device", "str", "cpu", "where to train: cpu, cuda, or auto (cuda if available); "
           "minibatches are drawn on the CPU either way", choices=DEVICES),
-) + REMEDY_PARAMS, columns=TrainLog.COLUMNS + TrainLog.OUTCOME,
-    constraints=(batch_norm_batch, device_available), memory=_training_memory,
+) + REMEDY_PARAMS + PRECISION_PARAMS, columns=TrainLog.COLUMNS + TrainLog.OUTCOME,
+    constraints=(batch_norm_batch, device_available, check_remedies, check_precision),
+    memory=_training_memory,
     batched=_training_batched, batched_unsupported=_batched_unsupported)
 def training(config: dict, seed: int) -> pd.DataFrame:
     """Train an MLP on a synthetic task; per-step loss, gradient norm and divergence.
@@ -310,6 +312,7 @@ def training(config: dict, seed: int) -> pd.DataFrame:
                 optimizer=config["optimizer"], lr=config["lr"], steps=config["steps"],
                 remedies=Remedies.from_config(config), log_every=config["log_every"],
                 layers=run.layers(), final=run.final(),
-                evaluate=lambda m, batch: evaluate(m, run.data))
+                evaluate=lambda m, batch: evaluate(m, run.data),
+                precision=Precision.from_config(config))
     return log.table()
 

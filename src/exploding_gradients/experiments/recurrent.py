@@ -31,7 +31,7 @@ from ..engine.memory import ROW_BYTES
 from ..engine.params import Param
 from ..engine.registry import experiment
 from ..models.rnn import CELLS, GATES, Sequence, build_cell, matrix_stats, unroll
-from ..remedies import REMEDY_PARAMS, Remedies
+from ..remedies import REMEDY_PARAMS, Remedies, check_remedies
 from ..train import OPTIMIZERS, TrainLog, train
 from .feedforward import generator
 
@@ -132,7 +132,7 @@ def build_recurrent_run(config: dict, seed: int) -> RecurrentRun:
                         generator(config["data_seed"]), config)
 
 
-TRAINING_COLUMNS = ("step", "loss", "grad_norm", "step_lr", "lag_ratio")
+TRAINING_COLUMNS = ("step", "loss", "grad_norm", "step_lr", "clipped", "skipped", "lag_ratio")
 
 TRAINING_PARAMS = (
     CELL_PARAMS[0],
@@ -153,7 +153,8 @@ TRAINING_PARAMS = (
           low=1, high=10**7),
     Param("data_seed", "int", 0, "seed of the data stream (shared by all model seeds)", low=0,
           high=2**31 - 1),
-) + REMEDY_PARAMS, columns=TRAINING_COLUMNS + TrainLog.OUTCOME, memory=_rnn_training_memory)
+) + REMEDY_PARAMS, columns=TRAINING_COLUMNS + TrainLog.OUTCOME, constraints=(check_remedies,),
+    memory=_rnn_training_memory)
 def rnn_training(config: dict, seed: int) -> pd.DataFrame:
     """Train a recurrent cell on the adding problem (no remedy unless one is asked for).
 
