@@ -145,3 +145,17 @@ def test_decay_steps_agrees_with_the_training_loop():
     for _ in range(steps):
         remedies.decay_([w], 0.1)
     assert w.detach().max().item() <= 0.5 < w.detach().max().item() / (1 - 0.05)
+
+
+def test_batch_norm_relu_rate_is_yang_et_als_large_batch_limit():
+    import exploding_gradients as eg
+    from exploding_gradients.study import growth
+
+    assert theory.BATCHNORM_RELU_RATE == pytest.approx(1.4669, abs=1e-4)
+    # A finite network comes close from below (finite width and batch), whatever sigma_w.
+    for init in ["he", "xavier"]:
+        runs = eg.run("signal_propagation", dict(depth=12, width=128, batch_size=256, init=init,
+                                                 activation="relu", normalization="batch"),
+                      seeds=2)
+        rate = growth.growth_per_layer(runs, "delta_norm")["growth"] ** 2
+        assert (rate / theory.BATCHNORM_RELU_RATE - 1).abs().max() < 0.1

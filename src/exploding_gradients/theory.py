@@ -230,6 +230,13 @@ def decay_steps(lr: float, strength: float, factor: float) -> float:
     return float(np.log(factor) / -np.log(shrink))
 
 
+#: Per-layer factor on the squared backpropagated gradient norm of a deep batch-normalized
+#: ReLU network at initialization, in the limit of a large batch: pi / (pi - 1) ~ 1.467,
+#: whatever the weights' variance, since batch norm divides their scale out (Yang et al.
+#: 2019, "A mean field theory of batch normalization").
+BATCHNORM_RELU_RATE = math.pi / (math.pi - 1)
+
+
 # --------------------------------------------------------------------------- recurrence
 
 #: sup |sigma'| of a recurrent nonlinearity (Pascanu, Mikolov & Bengio 2013).
