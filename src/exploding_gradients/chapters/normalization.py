@@ -214,8 +214,9 @@ def training_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def training_display(runs: pd.DataFrame, P: Params):
-    """The training outcome table as the page shows it."""
-    return training_table(runs).style.format(precision=3).format({"lr": "{:g}"}).hide()
+    """The training outcome table as the page shows it (3 digits, learning rates as
+    given; a ``format`` with a dict would drop the precision of the other columns)."""
+    return training_table(runs).style.format(precision=3).format("{:g}", subset=["lr"]).hide()
 
 
 def training_numbers(runs: pd.DataFrame, P: Params) -> dict:
@@ -258,7 +259,7 @@ def inputs_table(inputs: pd.DataFrame) -> pd.DataFrame:
 
 def inputs_display(inputs: pd.DataFrame, P: Params):
     """The input-scale outcome table as the page shows it."""
-    return inputs_table(inputs).style.format(precision=3).format({"lr": "{:g}"}).hide()
+    return inputs_table(inputs).style.format(precision=3).format("{:g}", subset=["lr"]).hide()
 
 
 def step0_grad_norm(inputs: pd.DataFrame, layer: int) -> pd.Series:
