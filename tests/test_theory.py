@@ -198,3 +198,17 @@ def test_penalty_shrink_compounds_the_per_step_factor():
     assert theory.penalty_shrink(0.01, 1e-3, 50, momentum=0.9) == pytest.approx(
         1 - math.exp(-0.01 * 1e-3 * 50 * 10))
     assert theory.penalty_shrink(0.1, 0.0, 100) == 0.0
+
+
+def test_batch_norm_relu_rate_is_yang_et_als_large_batch_limit():
+    import exploding_gradients as eg
+    from exploding_gradients.study import growth
+
+    assert theory.BATCHNORM_RELU_CHI == pytest.approx(1.4669, abs=1e-4)
+    # A finite network comes close from below (finite width and batch), whatever sigma_w.
+    for init in ["he", "xavier"]:
+        runs = eg.run("signal_propagation", dict(depth=12, width=128, batch_size=256, init=init,
+                                                 activation="relu", normalization="batch"),
+                      seeds=2)
+        rate = growth.growth_per_layer(runs, "delta_norm")["growth"] ** 2
+        assert (rate / theory.BATCHNORM_RELU_CHI - 1).abs().max() < 0.1

@@ -294,6 +294,8 @@ def penalty_shrink(lr: float, strength: float, steps: int, momentum: float = 0.0
     return float(1.0 - math.exp(-lr * strength * steps / (1.0 - momentum)))
 
 
+
+
 # --------------------------------------------------------------------------- recurrence
 
 #: sup |sigma'| of a recurrent nonlinearity (Pascanu, Mikolov & Bengio 2013).

@@ -60,6 +60,20 @@ def test_outcome_summary_counts_and_ignores_diverged_values():
     assert s.loc["b", "n_diverged"] == 1 and math.isnan(s.loc["b", "median"])
 
 
+def test_training_table_reads_each_group_from_run_outcomes():
+    runs = eg.sweep("training", [{"lr": 0.01}, {"lr": 1e6}], seeds=2,
+                    **{**TINY, "task": "classification"})
+    table = outcomes.training_table(runs, ["lr"]).set_index("lr")
+    per_run = outcomes.run_outcomes(runs, ["lr"])
+    healthy = per_run[per_run.lr == 0.01]
+    assert list(table["diverged"]) == ["0/2", "2/2"]
+    assert table.loc[0.01, "initial gradient norm"] == healthy["first_grad_norm"].median()
+    assert table.loc[0.01, "final training loss"] == healthy["final_loss"].median()
+    assert table.loc[0.01, "final test accuracy"] == healthy["final_accuracy"].mean() > 0
+    assert math.isnan(table.loc[1e6, "final training loss"])  # every run diverged
+    assert np.isfinite(table.loc[1e6, "initial gradient norm"])  # yet it had a start
+
+
 def test_count_spikes():
     flat = np.ones(30)
     assert outcomes.count_spikes(flat) == 0

@@ -1,10 +1,25 @@
-"""activation: the chapter's spec."""
+"""Activation functions: how the activation changes the per-layer gradient factor, and
+whether saturation makes gradients explode.
+
+The page runs two ``signal_propagation`` sweeps (every activation at one sigma_w; tanh and
+sigmoid over sigma_w) and trains each activation at the shared and at its critical
+sigma_w (all visible on it); this module turns their tables into the page's numbers,
+tables and figures.
+"""
 
 from __future__ import annotations
 
+import functools
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from .. import theory
 from ..activations import ACTIVATIONS
 from ..engine.params import Param
-from . import Chapter
+from ..study import growth, outcomes, plots
+from . import Chapter, Params
 from ._shared import BATCH, SEEDS, WIDTH, from_profile
 
 CHAPTER = Chapter(
@@ -80,3 +95,168 @@ CHAPTER = Chapter(
         ),
     },
 )
+
+#: The saturating activations of the weight-scale sweep.
+SATURATING = ("tanh", "sigmoid")
+#: The two training runs of each activation: at the shared sigma_w, at its critical one.
+SCALES = ("shared", "critical")
+
+
+def matched_table(matched: pd.DataFrame, P: Params) -> pd.DataFrame:
+    """Per activation at the shared sigma_w: measured and predicted per-layer factor,
+    chi_1, the measured chi (sigma_w^2 E[phi'^2]) and the saturated fraction."""
+    matched = matched.assign(sigma_w=P.sigma_w)
+    table = growth.growth_table(
+        matched, "delta_norm", lambda a, s: theory.predicted_growth(a, s, 0.0, P.depth))
+    stats = matched.groupby("activation", sort=False)[["dphi_sq", "saturated"]].mean()
+    table = table.join(stats, on="activation")
+    table.insert(2, "chi_1", [theory.chi1(a, P.sigma_w, 0.0) for a in table.activation])
+    table["measured chi (sigma_w^2 E[phi'^2])"] = P.sigma_w ** 2 * table["dphi_sq"]
+    return table.drop(columns=["sigma_w", "dphi_sq"]).rename(columns={
+        "mean": "measured factor", "std": "sd", "count": "seeds",
+        "predicted": "predicted factor", "rel_error": "relative error",
+        "saturated": "saturated fraction"})
+
+
+def matched_display(matched: pd.DataFrame, P: Params):
+    """The matched-scale table as the page shows it."""
+    return matched_table(matched, P).style.format(precision=3).hide()
+
+
+def matched_numbers(matched: pd.DataFrame, P: Params) -> dict:
+    """The glued numbers of Measurement 1: how many activations the theory predicts
+    within 5%, which not, and each activation's factor, chi_1 and seed spread."""
+    table = matched_table(matched, P)
+    numbers = {f"act_{key}": P[key] for key in ["sigma_w", "depth", "width", "seeds"]}
+    close = table["relative error"].abs() <= 0.05
+    numbers["act_n_close"] = f"{close.sum()} of {len(table)}"
+    numbers["act_far"] = ", ".join(
+        f"{a} ({100 * e:+.0f}%)"
+        for a, e in zip(table.activation[~close], table["relative error"][~close],
+                        strict=True)) or "none"
+    for _, row in table.iterrows():
+        numbers[f"act_{row.activation}_factor"] = f"{row['measured factor']:.3f}"
+        numbers[f"act_{row.activation}_chi"] = f"{row['chi_1']:.3f}"
+        numbers[f"act_{row.activation}_sd"] = f"{row['sd']:.3f}"
+    return numbers
+
+
+def fig_matched(matched: pd.DataFrame, P: Params) -> plt.Figure:
+    """Gradient norm per layer relative to the last layer, and the saturated fraction per
+    layer, for every activation at the shared sigma_w."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    acts = list(P.activations)
+    rel = matched.copy()
+    rel["rel"] = growth.relative_to_last(rel, "delta_norm", ["activation"])
+    plots.per_layer(axes[0], rel, "rel", "activation", {a: a for a in acts})
+    axes[0].set_ylabel(r"$\|\delta^l\| \,/\, \|\delta^L\|$")
+    axes[0].legend(ncol=2)
+    for i, a in enumerate(acts):
+        sub = matched[matched.activation == a].pivot(index="layer", columns="seed",
+                                                     values="saturated")
+        plots.band(axes[1], sub.index, sub, i, a)
+    axes[1].set_xlabel("layer (counted from the input)")
+    axes[1].set_ylabel("fraction of saturated units")
+    return fig
+
+
+def saturation_per_seed(sat: pd.DataFrame) -> pd.DataFrame:
+    """Per (activation, sigma_w, seed): the per-layer gradient factor and the saturated
+    fraction and E[phi'^2], each averaged over the layers."""
+    by = ["activation", "sigma_w", "seed"]
+    factor = growth.growth_per_layer(sat, "delta_norm", by[:2])
+    level = sat.groupby(by, sort=False)[["saturated", "dphi_sq"]].mean().reset_index()
+    return factor.merge(level, on=by)
+
+
+def saturation_summary(sat: pd.DataFrame) -> pd.DataFrame:
+    """Mean and sd over seeds of :func:`saturation_per_seed`, indexed by (activation,
+    sigma_w), with columns (quantity, mean|std)."""
+    return saturation_per_seed(sat).groupby(["activation", "sigma_w"], sort=False)[
+        ["saturated", "dphi_sq", "growth"]].agg(["mean", "std"])
+
+
+def fig_saturation(sat: pd.DataFrame, P: Params) -> plt.Figure:
+    """Saturated fraction, E[phi'^2] and the per-layer gradient factor against sigma_w,
+    for tanh and sigmoid, with the factor's mean-field prediction."""
+    summary = saturation_summary(sat)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
+    fine = np.geomspace(min(P.saturation_grid), max(P.saturation_grid), 50)
+    for i, a in enumerate(SATURATING):
+        sub = summary.loc[a]
+        s = plots.style(i)
+        for ax, col in zip(axes, ["saturated", "dphi_sq", "growth"], strict=True):
+            ax.errorbar(sub.index, sub[(col, "mean")], yerr=sub[(col, "std")],
+                        color=s["color"], marker=s["marker"], capsize=3, label=a)
+        axes[2].plot(fine, [theory.predicted_growth(a, x, 0.0, P.depth) for x in fine], "--",
+                     color=s["color"])
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel(r"$\sigma_w$")
+    axes[0].set_ylabel("saturated fraction (mean over layers)")
+    axes[1].set_ylabel(r"measured $\mathbb{E}[\phi'(h)^2]$")
+    axes[1].set_yscale("log")
+    axes[2].set_ylabel("gradient factor per layer")
+    axes[2].axhline(1, color="black", linewidth=0.8)
+    axes[0].legend()
+    plots.theory_legend(axes[2])
+    fig.tight_layout()
+    return fig
+
+
+def saturation_numbers(sat: pd.DataFrame, P: Params) -> dict:
+    """The glued numbers of Measurement 2: the largest saturation and the factor there,
+    where the gradient starts to explode (measured and theory), and the rank correlation
+    of saturation with E[phi'^2] for tanh."""
+    summary = saturation_summary(sat)
+    numbers = {}
+    for a in SATURATING:
+        sub = summary.loc[a]
+        numbers[f"act_{a}_sat_max"] = f"{sub[('saturated', 'mean')].max():.2f}"
+        numbers[f"act_{a}_growth_at_max_sat"] = (
+            f"{sub[('growth', 'mean')].iloc[sub[('saturated', 'mean')].argmax()]:.2f}")
+        crossing = growth.crossing(sub.index, sub[("growth", "mean")], 1.0)
+        numbers[f"act_{a}_explode_from"] = ("never in this range" if np.isnan(crossing)
+                                            else f"sigma_w ≈ {crossing:.2f}")
+        numbers[f"act_{a}_critical"] = f"{critical_sigma_w(a):.2f}"
+    corr = saturation_per_seed(sat).groupby("activation")[["saturated", "dphi_sq"]].corr(
+        method="spearman")
+    numbers["act_tanh_corr"] = f"{corr.loc[('tanh', 'saturated'), 'dphi_sq']:.2f}"
+    return numbers
+
+
+@functools.cache
+def critical_sigma_w(activation: str) -> float:
+    """The sigma_w where chi_1 = 1 with sigma_b = 0 (searched up to 20: the sigmoid's
+    lies above 10; remembered: tanh's takes seconds, at its slowly converging boundary)."""
+    return theory.critical_sigma_w(activation, 0.0, high=20.0)
+
+
+def training_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (activation, scale, sigma_w): the outcome of the training runs, with chi_1."""
+    table = outcomes.training_table(runs, ["activation", "scale", "sigma_w"])
+    table.insert(3, "chi_1", [theory.chi1(a, s, 0.0)
+                              for a, s in zip(table.activation, table.sigma_w, strict=True)])
+    return table
+
+
+def training_display(runs: pd.DataFrame, P: Params):
+    """The training outcome table as the page shows it."""
+    return training_table(runs).style.format(precision=3).hide()
+
+
+def training_numbers(runs: pd.DataFrame, P: Params) -> dict:
+    """The glued numbers of Measurement 3: its settings, each activation's final test
+    accuracy at both scales (NaN if not run or every run diverged) and how many of its
+    runs at the shared scale diverged."""
+    table = training_table(runs)
+    numbers = {f"act_{key}": P[key]
+               for key in ["train_depth", "train_width", "train_lr", "train_steps"]}
+    for a in P.train_activations:
+        for scale in SCALES:
+            row = table[(table.activation == a) & (table.scale == scale)]
+            accuracy = row["final test accuracy"].iloc[0] if len(row) else float("nan")
+            numbers[f"act_train_{a}_{scale}"] = f"{accuracy:.2f}"
+        shared = table[(table.activation == a) & (table.scale == "shared")]
+        numbers[f"act_train_{a}_div"] = shared["diverged"].iloc[0]
+    return numbers

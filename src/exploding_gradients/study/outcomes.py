@@ -114,6 +114,20 @@ def summarize(outcomes: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
+def training_table(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """One row per group of ``training`` runs, as the feed-forward chapters show it:
+    ``diverged`` ("k/n"), the median ``initial gradient norm``, the median ``final
+    training loss`` and the mean ``final test accuracy`` of the runs that did not diverge
+    (each run's last logged values, from :func:`run_outcomes`)."""
+    rows = []
+    for key, g in run_outcomes(runs, by).groupby(by, sort=False, dropna=False):
+        rows.append({**_named(by, key), "diverged": k_of_n(g["diverged"]),
+                     "initial gradient norm": g["first_grad_norm"].median(),
+                     "final training loss": g["final_loss"].median(),
+                     "final test accuracy": g["final_accuracy"].mean()})
+    return pd.DataFrame(rows)
+
+
 def k_of_n(flags) -> str:
     """``"k/n"``: how many of the booleans ``flags`` are true."""
     flags = np.asarray(flags, dtype=bool)

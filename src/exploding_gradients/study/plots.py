@@ -188,6 +188,16 @@ def outcome_legend(fig: plt.Figure, labels: dict, order: list, reference_label: 
                ncol=ncol or len(handles), fontsize=9)
 
 
+def per_step(ax: plt.Axes, runs: pd.DataFrame, column: str, group: str, labels: dict) -> None:
+    """``column`` of a training table against ``step`` for each value of ``group``: seeds
+    as a band (the per-step rows only; a diverged run's line stops where it diverged)."""
+    whole = runs[runs["layer"] == 0] if "layer" in runs else runs
+    for i, (key, label) in enumerate(labels.items()):
+        sub = whole[whole[group] == key].pivot(index="step", columns="seed", values=column)
+        band(ax, sub.index, sub, i, label)
+    ax.set_xlabel("step")
+
+
 def theory_legend(ax: plt.Axes) -> None:
     """Add a 'dashed = theory' entry to the legend."""
     handles, labels = ax.get_legend_handles_labels()
