@@ -68,7 +68,7 @@ def test_figures_are_saved_beside_the_page_for_relative_targets(tmp_path, monkey
         nbformat.v4.new_code_cell('profile = "quick"', metadata={"tags": ["parameters"]}),
         nbformat.v4.new_code_cell(
             "import matplotlib.pyplot as plt\n"
-            "from exploding_gradients import plots\n"
+            "from exploding_gradients.study import plots\n"
             "fig, ax = plt.subplots()\n"
             "plots.glue_figure('tiny_fig', fig, {'profile': profile})"),
     ]

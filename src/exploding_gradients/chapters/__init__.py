@@ -24,6 +24,7 @@ papermill itself only warns about those.  It sets nothing: the notebook calls
 
 from __future__ import annotations
 
+import ast
 import importlib
 import json
 import re
@@ -151,8 +152,61 @@ _IPYTHON_CACHE = re.compile(r"_(i{1,3}|i\d+|\d+|_{0,2})")
 
 
 def names_before(namespace: dict) -> dict[str, int]:
-    """Identity of every name bound in ``namespace`` now (call it before the parameters)."""
+    """Identity of every name bound in ``namespace`` now (call it before the parameters).
+
+    In IPython it also registers :class:`InjectedCellCheck`, which refuses papermill's
+    injected cell before it runs if it binds a name the chapter does not declare: that
+    name may be one the checking cell itself needs (``chapter``, ``_kernel``), which the
+    later check could then not reach.
+    """
+    shell = namespace.get("get_ipython", lambda: None)()
+    if shell is not None and not any(isinstance(t, InjectedCellCheck)
+                                     for t in shell.ast_transformers):
+        chapter = next((v for v in namespace.values() if isinstance(getattr(v, "CHAPTER", None),
+                                                                     Chapter)), None)
+        if chapter is not None:
+            shell.ast_transformers.append(InjectedCellCheck(chapter.CHAPTER))
     return {name: id(value) for name, value in namespace.items()}
+
+
+class UnknownParameterError(ConfigError):
+    """An injected parameter the chapter does not declare, refused before its cell runs."""
+
+
+try:  # IPython rejects a cell whose transformer raises InputRejected, before running it
+    from IPython.core.error import InputRejected
+
+    class InjectedParameterError(UnknownParameterError, InputRejected):
+        """:class:`UnknownParameterError` as IPython rejects an input cell."""
+except ImportError:  # pragma: no cover - outside IPython nothing injects cells
+    InjectedParameterError = UnknownParameterError
+
+
+class InjectedCellCheck(ast.NodeTransformer):
+    """An IPython AST transformer: a cell made only of assignments of literal values to
+    names (what papermill injects) may bind only declared parameters."""
+
+    def __init__(self, chapter: Chapter):
+        self.known = {p.name for p in chapter.all_params}
+        self.name = chapter.name
+
+    def visit_Module(self, node: ast.Module) -> ast.Module:
+        def literal(value: ast.AST) -> bool:  # papermill writes float('nan') for a NaN
+            return not any(isinstance(n, ast.Attribute) or
+                           (isinstance(n, ast.Name) and n.id != "float")
+                           for n in ast.walk(value))
+
+        names = [s.targets[0].id for s in node.body if isinstance(s, ast.Assign)
+                 and len(s.targets) == 1 and isinstance(s.targets[0], ast.Name)
+                 and literal(s.value)]
+        if node.body and len(names) == len(node.body):
+            unknown = [n for n in names if n not in self.known]
+            if unknown:
+                raise InjectedParameterError(
+                    f"notebook {self.name!r}: unknown parameter(s) "
+                    f"{', '.join(map(repr, unknown))}; known parameters: "
+                    f"{', '.join(sorted(self.known))}")
+        return node
 
 
 def given_names(namespace: dict, before: dict[str, int]) -> dict[str, Any]:
