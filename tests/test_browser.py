@@ -374,3 +374,102 @@ def test_screenshots(browser, site, tmp_path_factory, capsys):
     assert {f"{label}-{device}.png" for label in SCREENSHOT_PAGES for device in WIDTHS} <= {
         p.name for p in folder.glob("*.png")}
     _fail_if(problems, "figures wider than the screen")
+
+
+# --- reading on a phone, offline -------------------------------------------------------------
+
+# Evaluated at each width once MathJax has typeset the page.
+READABILITY = """async (minFontPx) => {
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
+    await MathJax.startup.promise;
+  }
+  const article = document.querySelector("article.bd-article") || document.body;
+  const skip = el => el.closest("pre, code, .cell_input, script, style, mjx-container, " +
+                                "textarea, .highlight");
+  const walker = document.createTreeWalker(article, NodeFilter.SHOW_TEXT);
+  const raw = [];
+  while (walker.nextNode()) {
+    const node = walker.currentNode;
+    if (skip(node.parentElement)) continue;
+    const m = node.textContent.match(/\\\\\\(|\\\\\\[|\\$\\$|\\\\begin\\{|\\\\frac|\\\\sigma/);
+    if (m) raw.push(node.textContent.trim().slice(0, 80));
+  }
+  const width = window.innerWidth;
+  const cut = [];
+  for (const table of article.querySelectorAll("table")) {
+    let box = table.parentElement, scrolls = false;
+    while (box && box !== article) {
+      const style = getComputedStyle(box);
+      if (["auto", "scroll"].includes(style.overflowX)) { scrolls = true; break; }
+      box = box.parentElement;
+    }
+    const right = table.getBoundingClientRect().right;
+    if (!scrolls && right > article.getBoundingClientRect().right + 2) {
+      cut.push((table.innerText || "").trim().slice(0, 60));
+    }
+  }
+  const small = [];
+  for (const img of article.querySelectorAll("img")) {
+    const src = img.getAttribute("src") || "";
+    if (!src.includes("_images/") || !img.naturalWidth) continue;
+    const shown = img.getBoundingClientRect().width;
+    const px = minFontPx * Math.max(1, img.naturalWidth / 670) * shown / img.naturalWidth;
+    if (px < (width < 600 ? 6.5 : 10)) small.push(`${src}: ${px.toFixed(1)} px`);
+  }
+  return {raw, cut, small, math: article.querySelectorAll("mjx-container").length,
+          overflow: document.scrollingElement.scrollWidth - width};
+}"""
+MIN_FONT_PX = 10 * 100 / 72  # the book's smallest figure text: 10 pt at 100 dpi
+
+
+@pytest.fixture(scope="module")
+def readability(browser, site, built_book):
+    """Every page at desktop and phone width: raw TeX, cut-off tables, figure text size."""
+    reports = {}
+    for device, width in WIDTHS.items():
+        context, page = _new_page(browser, site, width)
+        try:
+            for name in _pages(built_book):
+                page.goto(site + name, wait_until="load")
+                page.evaluate(COLLECT)
+                reports[(device, name)] = page.evaluate(READABILITY, MIN_FONT_PX)
+        finally:
+            context.close()
+    return reports
+
+
+def test_math_renders_without_network(readability):
+    """MathJax comes from the site itself: no page shows raw TeX, and math pages have
+    typeset math (requests to other origins are blocked in these tests)."""
+    problems = [f"{name} ({device}): raw TeX {text!r}"
+                for (device, name), found in readability.items() for text in found["raw"]]
+    assert readability[("desktop", "book/generated/depth.html")]["math"] > 5
+    _fail_if(problems, "pages with raw TeX")
+
+
+def test_no_table_is_cut_off_and_no_page_scrolls_sideways(readability):
+    problems = [f"{name} ({device}): table {text!r} is cut off"
+                for (device, name), found in readability.items() for text in found["cut"]]
+    problems += [f"{name} ({device}): the page is {found['overflow']} px wider than the screen"
+                 for (device, name), found in readability.items() if found["overflow"] > 2]
+    _fail_if(problems, "tables or pages wider than the screen")
+
+
+def test_figure_text_is_legible_at_desktop_and_phone_width(readability):
+    problems = [f"{name} ({device}): {text}"
+                for (device, name), found in readability.items() for text in found["small"]]
+    _fail_if(problems, "figures whose smallest text is too small to read")
+
+
+def test_the_navigation_opens_on_a_phone(browser, site):
+    context, page = _new_page(browser, site, WIDTHS["phone"])
+    try:
+        page.goto(site + "book/intro.html", wait_until="load")
+        toggles = [t for t in page.query_selector_all(".primary-toggle") if t.is_visible()]
+        assert toggles, "no visible navigation button at phone width"
+        toggles[0].click()
+        page.wait_for_selector("dialog#pst-primary-sidebar-modal[open]", timeout=5000)
+        link = page.query_selector("dialog#pst-primary-sidebar-modal a[href*='depth']")
+        assert link is not None and link.is_visible()
+    finally:
+        context.close()

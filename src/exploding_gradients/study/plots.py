@@ -2,6 +2,13 @@
 
 Colors are the Okabe-Ito palette, which stays distinguishable under the common forms
 of color blindness; series also differ by marker so they survive grayscale printing.
+
+Figures are drawn at the size they are shown: :data:`COLUMN` inches wide at
+:data:`DPI`, the width of the book's text column, so that nothing is shrunk on a
+desktop; :func:`check_legible` (run by :func:`glue_figure`) refuses a figure wider than
+that, or one with text smaller than :data:`MIN_FONT` points per column width, which would
+be illegible on a phone.  A figure that needs the whole page (the remedy matrix) is
+glued with ``wide=True``: up to :data:`WIDE` inches, its text scaled up in proportion.
 """
 
 from __future__ import annotations
@@ -23,12 +30,18 @@ OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 
 
+DPI = 100
+COLUMN = 6.7  # inches: 670 pixels, the width of the book's text column
+WIDE = 9.5  # inches: the whole page, for the few figures that need it
+MIN_FONT = 10.0  # points per COLUMN of width: 7.5 px on a 390 px phone
+
+
 def use_style() -> None:
     """Apply the book's matplotlib style (call once at the top of a notebook)."""
     mpl.rcParams.update({
-        "figure.figsize": (7.0, 4.2),
-        "figure.dpi": 110,
-        "savefig.dpi": 110,
+        "figure.figsize": (COLUMN, 4.0),
+        "figure.dpi": DPI,
+        "savefig.dpi": DPI,
         "savefig.bbox": "tight",
         "axes.prop_cycle": mpl.cycler(color=OKABE_ITO),
         "axes.grid": True,
@@ -36,9 +49,40 @@ def use_style() -> None:
         "axes.spines.top": False,
         "axes.spines.right": False,
         "font.size": 11,
+        "axes.titlesize": 11,
+        "axes.labelsize": 11,
+        "xtick.labelsize": 10,
+        "ytick.labelsize": 10,
         "legend.frameon": False,
         "legend.fontsize": 10,
+        "legend.title_fontsize": 10,
+        "figure.titlesize": 11,
+        "mathtext.default": "regular",
     })
+
+
+def figure(nrows: int = 1, ncols: int = 1, height: float | None = None, wide: bool = False,
+           **kwargs) -> tuple[plt.Figure, object]:
+    """``plt.subplots`` at the book's width (:data:`COLUMN`, or :data:`WIDE`); the height
+    defaults to 3.6 inches per row."""
+    width = WIDE if wide else COLUMN
+    return plt.subplots(nrows, ncols, figsize=(width, height or 3.6 * nrows), **kwargs)
+
+
+def check_legible(fig: plt.Figure, wide: bool = False) -> None:
+    """Refuse a figure wider than the column (or the page, ``wide``) or with text smaller
+    than :data:`MIN_FONT` points per column width: it would be shrunk to illegibility."""
+    width = fig.get_figwidth()
+    limit = WIDE if wide else COLUMN
+    if width > limit + 1e-6:
+        raise ValueError(f"figure {width:g} in wide; at most {limit:g} in (draw it at the size "
+                         "it is shown)")
+    smallest = MIN_FONT * max(1.0, width / COLUMN)
+    for text in fig.findobj(mpl.text.Text):
+        if text.get_visible() and text.get_text().strip() and \
+                text.get_fontsize() < smallest - 1e-6:
+            raise ValueError(f"text {text.get_text()[:40]!r} is {text.get_fontsize():g} pt; at "
+                             f"least {smallest:g} pt at this width")
 
 
 def style(i: int) -> dict:
@@ -237,22 +281,25 @@ def stamp(fig: plt.Figure, params: dict) -> None:
     version = getattr(params, "code_version", None) or __version__
     text = f"exploding_gradients {version} · " + ", ".join(
         f"{k}={v}" for k, v in params.items())
-    width_chars = int(fig.get_figwidth() * 17)
+    size = MIN_FONT * max(1.0, fig.get_figwidth() / COLUMN)
+    width_chars = int(fig.get_figwidth() * 72 / (0.55 * size))  # characters per line
     fig.text(0.0, -0.01, "\n".join(textwrap.wrap(text, width_chars)), ha="left", va="top",
-             fontsize=6, color="0.35")
+             fontsize=size, color="0.35")
 
 
 FIGURES_ENV = "EXPLODING_GRADIENTS_FIGURES"
 
 
-def glue_figure(name: str, fig: plt.Figure, params: dict) -> None:
-    """Stamp ``fig`` with its provenance, glue it for the page under ``name``, close it.
+def glue_figure(name: str, fig: plt.Figure, params: dict, wide: bool = False) -> None:
+    """Check that ``fig`` is legible (:func:`check_legible`), stamp it with its
+    provenance, glue it for the page under ``name``, close it.
 
     When ``$EXPLODING_GRADIENTS_FIGURES`` names a folder (the book build sets it), the
     figure is also saved there as ``name.png``, so other pages can show it.
     """
     from myst_nb import glue  # only needed when building the book
 
+    check_legible(fig, wide)
     stamp(fig, params)
     folder = os.environ.get(FIGURES_ENV)
     if folder:
