@@ -71,6 +71,8 @@ def unsupported_reason(config: dict) -> str:
         return "the batched engine runs on the CPU"
     if config.get("stop_factor", 0.0):
         return "early stopping restores each member's best weights"
+    if config.get("dropout", 0.0):
+        return "dropout draws each member's masks in the per-seed loop"
     if config.get("precision", "fp32") != "fp32":
         return "mixed precision and loss scaling run in the per-seed loop"
     if config.get("clip", "none") in ("percentile", "zclip", "adagc"):

@@ -51,6 +51,9 @@ MODEL_PARAMS = (
     Param("residual_scale", "float", 1.0,
           "multiplier of each residual branch, x + scale * block(x) (SkipInit-style when "
           "small)", low=0.0, high=100.0),
+    Param("dropout", "float", 0.0,
+          "dropout probability after each hidden activation while training (masks drawn from "
+          "the seed's generator)", low=0.0, high=0.95),
 )
 
 # The synthetic task of every training-like experiment: the same overrides describe the
