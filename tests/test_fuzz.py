@@ -206,7 +206,11 @@ SIZES = set(TINY) | {"d_out", "input_size"}
 
 
 def tiny(name: str) -> dict:
+    from exploding_gradients.experiments.feedforward import APPLIES_TO
+
     known = {p.name for p in eg.REGISTRY[name].params}
+    if "architecture" in known:  # the default mlp: not the other families' parameters
+        known -= {k for k, archs in APPLIES_TO.items() if "mlp" not in archs}
     return {k: v for k, v in TINY.items() if k in known}
 
 

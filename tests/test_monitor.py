@@ -362,3 +362,143 @@ def test_a_layer_called_twice_reports_its_last_call_consistently():
     assert row["calls"] == 2
     assert row["preact_var"] == pytest.approx(second.detach().var(unbiased=False).item())
     assert row["delta_norm"] == pytest.approx(second.grad.norm().item())
+
+
+# --------------------------------------------------------------- every kind of layer
+
+@pytest.mark.parametrize("conv, shape", [(nn.Conv1d, (2, 3, 9)), (nn.Conv2d, (2, 3, 7, 7)),
+                                         (nn.Conv3d, (2, 3, 5, 5, 5))])
+def test_the_monitor_watches_convolutions_of_every_dimension(conv, shape):
+    layer = conv(3, 4, 3, padding=1)
+    model = nn.Sequential(layer, nn.ReLU(), conv(4, 2, 3))
+    x = torch.randn(shape)
+    with GradientMonitor(model) as monitor:
+        out = layer(x)
+        out.retain_grad()
+        model[2](model[1](out)).pow(2).sum().backward()
+        rows = monitor.layer_stats()
+    assert [r["name"] for r in rows] == ["0", "2"]
+    assert rows[0]["grad_norm"] == pytest.approx(layer.weight.grad.norm().item())
+    assert rows[0]["delta_norm"] == pytest.approx(out.grad.norm().item())
+    assert rows[0]["preact_var"] == pytest.approx(out.detach().var(unbiased=False).item())
+    assert rows[0]["calls"] == 1 and "attn_logit_max" not in rows[0]  # no attention in it
+
+
+@pytest.mark.parametrize("norm", [nn.LayerNorm(6), nn.BatchNorm1d(6), nn.GroupNorm(2, 6),
+                                  nn.RMSNorm(6)])
+def test_the_monitor_watches_normalization_layers(norm):
+    model = nn.Sequential(nn.Linear(4, 6), norm, nn.Linear(6, 1))
+    with GradientMonitor(model) as monitor:
+        model(torch.randn(5, 4)).pow(2).sum().backward()
+        rows = monitor.layer_stats()
+    assert [r["name"] for r in rows] == ["0", "1", "2"]
+    assert rows[1]["grad_norm"] == pytest.approx(norm.weight.grad.norm().item())
+    assert rows[1]["delta_norm"] > 0 and rows[1]["preact_var"] > 0
+
+
+def _manual_attention(mha: nn.MultiheadAttention, x: torch.Tensor):
+    """q, k, v and the logits of a batch-first self-attention, computed by hand."""
+    e, h = mha.embed_dim, mha.num_heads
+    w, b = mha.in_proj_weight, mha.in_proj_bias
+    q, k, v = (torch.nn.functional.linear(x, w[i * e:(i + 1) * e], b[i * e:(i + 1) * e])
+               .view(x.shape[0], x.shape[1], h, e // h).transpose(1, 2) for i in range(3))
+    return q, k, v, q @ k.transpose(-2, -1) / math.sqrt(e // h)
+
+
+def test_multihead_attention_is_fully_visible():
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(8, 2, batch_first=True)
+    x = torch.randn(3, 5, 8)
+    with GradientMonitor(nn.ModuleDict({"attn": mha})) as monitor:
+        out, _ = mha(x, x, x)
+        out.retain_grad()
+        out.pow(2).sum().backward()
+        rows = {r["name"]: r for r in monitor.layer_stats()}
+    assert list(rows) == ["attn", "attn.q", "attn.k", "attn.v", "attn.out_proj"]
+    q, k, v, logits = _manual_attention(mha, x)
+    assert rows["attn"]["attn_logit_max"] == pytest.approx(logits.max().item(), rel=1e-5)
+    assert rows["attn"]["delta_norm"] == pytest.approx(out.grad.norm().item())
+    assert rows["attn.out_proj"]["delta_norm"] == rows["attn"]["delta_norm"]
+    assert rows["attn.out_proj"]["grad_norm"] == pytest.approx(
+        mha.out_proj.weight.grad.norm().item())
+    everything = torch.cat([p.grad.flatten() for p in mha.parameters()]).norm().item()
+    assert rows["attn"]["grad_norm"] == pytest.approx(everything, rel=1e-5)
+    for i, (name, t) in enumerate(zip("qkv", (q, k, v), strict=True)):
+        assert rows[f"attn.{name}"]["grad_norm"] == pytest.approx(
+            mha.in_proj_weight.grad[i * 8:(i + 1) * 8].norm().item())
+        assert rows[f"attn.{name}"]["preact_var"] == pytest.approx(
+            t.detach().var(unbiased=False).item(), rel=1e-5)
+
+
+def test_sequence_first_attention_with_separate_projections():
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(8, 2, kdim=6, vdim=4)  # (length, batch, features) inputs
+    query, key, value = torch.randn(5, 3, 8), torch.randn(7, 3, 6), torch.randn(7, 3, 4)
+    with GradientMonitor(nn.ModuleDict({"attn": mha})) as monitor:
+        mha(query, key, value)[0].sum().backward()
+        rows = {r["name"]: r for r in monitor.layer_stats()}
+    q = (query @ mha.q_proj_weight.T + mha.in_proj_bias[:8]).view(5, 3, 2, 4).permute(1, 2, 0, 3)
+    k = (key @ mha.k_proj_weight.T + mha.in_proj_bias[8:16]).view(7, 3, 2, 4).permute(1, 2, 0, 3)
+    expected = (q @ k.transpose(-2, -1) / 2.0).max().item()
+    assert rows["attn"]["attn_logit_max"] == pytest.approx(expected, rel=1e-5)
+    assert rows["attn.k"]["grad_norm"] == pytest.approx(mha.k_proj_weight.grad.norm().item())
+
+
+def test_a_transformer_encoder_layer_is_fully_visible_and_saturation_is_caught():
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+    x = torch.randn(2, 4, 8)
+    with GradientMonitor(layer) as monitor:
+        layer(x).pow(2).sum().backward()
+        rows = {r["name"]: r for r in monitor.layer_stats()}
+    assert set(rows) == {"self_attn", "self_attn.q", "self_attn.k", "self_attn.v",
+                         "self_attn.out_proj", "linear1", "linear2", "norm1", "norm2"}
+    attn = rows["self_attn"]
+    assert math.isfinite(attn["delta_norm"]) and math.isfinite(attn["preact_var"])
+    assert attn["attn_logit_max"] == pytest.approx(
+        _manual_attention(layer.self_attn, x)[3].max().item(), rel=1e-5)
+    assert not any(r["nonfinite"] for r in rows.values())
+    with torch.no_grad():  # queries so large that the logits overflow: softmax gives NaN
+        layer.self_attn.in_proj_weight[:8].mul_(1e30)
+        layer.self_attn.in_proj_weight[8:16].mul_(1e30)
+    layer.zero_grad()
+    with GradientMonitor(layer) as monitor:
+        layer(x).pow(2).sum().backward()
+        rows = {r["name"]: r for r in monitor.layer_stats()}
+        assert monitor.first_nonfinite() == "self_attn"  # the attention, not the norm after it
+    assert rows["self_attn"]["nonfinite"] and not math.isfinite(rows["self_attn"]["attn_logit_max"])
+
+
+def test_a_block_row_measures_all_its_parameters_and_its_attention_logits():
+    from exploding_gradients.models.transformer import Transformer
+
+    torch.manual_seed(0)
+    net = Transformer(0, 5, 8, depth=2, heads=2, d_out=1)
+    logits = []
+    for block in net.blocks:
+        block.attn.logits.register_forward_hook(lambda m, i, out: logits.append(out.max()))
+    with GradientMonitor(net, {f"blocks.{i}": b for i, b in enumerate(net.blocks)}) as monitor:
+        net(torch.randn(3, 5, 8)).sum().backward()
+        rows = monitor.layer_stats()
+    for row, block, top in zip(rows, net.blocks, logits, strict=True):
+        everything = torch.cat([p.grad.flatten() for p in block.parameters()]).norm().item()
+        assert row["grad_norm"] == pytest.approx(everything, rel=1e-5)
+        assert row["attn_logit_max"] == pytest.approx(top.item())
+    # by default the model's every layer is watched, its logits and layer norms included
+    names = [r["name"] for r in GradientMonitor(net).layer_stats()]
+    assert "blocks.0.attn.logits" in names and "blocks.0.norm1" in names
+    assert "blocks.1.attn.q" in names and "head" in names
+
+
+def test_update_ratios_of_an_attention_cover_its_projections():
+    mha = nn.MultiheadAttention(4, 1, batch_first=True)
+    monitor = GradientMonitor(nn.ModuleDict({"attn": mha}), enabled=False)
+    before = mha.in_proj_weight.detach().clone()
+    monitor.before_step()
+    with torch.no_grad():
+        mha.in_proj_weight[4:8] += 0.1  # the keys' slice only
+    ratios = monitor.update_ratios()
+    assert ratios["attn.q"] == 0.0 and ratios["attn.v"] == 0.0
+    expected = 0.1 * 4 / before[4:8].norm().item()
+    assert ratios["attn.k"] == pytest.approx(expected, rel=1e-5)
+    assert 0 < ratios["attn"] < ratios["attn.k"]

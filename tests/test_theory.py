@@ -118,13 +118,13 @@ def test_lsuv_prediction_relu_is_he_and_tanh_explodes_backwards():
 def test_lsuv_prediction_matches_the_scale_lsuv_actually_sets():
     gen = torch.Generator().manual_seed(1)
     model = MLP(512, 512, 6, 1, activation="tanh")
-    for lin in model.hidden_linears():
+    for lin in model.hidden_layers():
         torch.nn.init.orthogonal_(lin.weight, generator=gen)
         torch.nn.init.zeros_(lin.bias)
     lsuv_(model, torch.randn(512, 512, generator=gen))
     sw, _ = theory.lsuv_prediction("tanh")
     # Deep layers see unit-variance inputs, so their weight scale is the prediction.
-    measured = model.hidden_linears()[-1].weight.std().item() * math.sqrt(512)
+    measured = model.hidden_layers()[-1].weight.std().item() * math.sqrt(512)
     assert measured == pytest.approx(sw, rel=0.05)
 
 

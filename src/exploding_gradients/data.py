@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-TASKS = ("classification", "regression")
+TASKS = ("classification", "regression", "images", "sort")
 #: MSE of always predicting 1 on the adding problem: Var(u1 + u2), u ~ U[0, 1].
 ADDING_BASELINE_MSE = 1.0 / 6.0
 
@@ -26,9 +26,12 @@ class Dataset:
     d_out: int
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if self.task == "classification":
-            return torch.nn.functional.cross_entropy(output, target)
-        return 0.5 * torch.nn.functional.mse_loss(output, target)
+        """Cross-entropy for classes (over every position of a sequence), half the mean
+        squared error for regression."""
+        if self.task == "regression":
+            return 0.5 * torch.nn.functional.mse_loss(output, target)
+        return torch.nn.functional.cross_entropy(output.reshape(-1, output.shape[-1]),
+                                                 target.reshape(-1))
 
     def to(self, device: torch.device) -> Dataset:
         """The same data on ``device`` (itself when it is already there)."""
@@ -38,10 +41,10 @@ class Dataset:
                                 for k in ("x_train", "y_train", "x_test", "y_test")})
 
     def accuracy(self, output: torch.Tensor, target: torch.Tensor) -> float:
-        """Fraction correct (classification) or NaN (regression)."""
-        if self.task != "classification":
+        """Fraction correct (of every position, for a sequence), NaN for regression."""
+        if self.task == "regression":
             return float("nan")
-        return (output.argmax(dim=1) == target).float().mean().item()
+        return (output.argmax(dim=-1) == target).float().mean().item()
 
 
 def gaussian_inputs(n: int, d: int, generator: torch.Generator) -> torch.Tensor:
@@ -98,3 +101,34 @@ def adding_batch(batch: int, seq_len: int, generator: torch.Generator
     marks[second, cols] = 1.0
     target = (values * marks).sum(dim=0, keepdim=True).T
     return torch.stack([values, marks], dim=2), target
+
+
+@torch.no_grad()
+def make_images(n_train: int, n_test: int, in_channels: int, image_size: int,
+                generator: torch.Generator, n_classes: int = 4) -> Dataset:
+    """Images x ~ N(0, I) of ``in_channels`` x ``image_size`` x ``image_size``, labelled by
+    a random teacher convnet (two 3 x 3 circular convolutions with ReLU, global average
+    pooling, features standardized over the dataset, a linear map to ``n_classes``, the
+    largest wins): a task whose classes a convnet can separate, with every class present,
+    drawn entirely from ``generator``."""
+    x = torch.randn(n_train + n_test, in_channels, image_size, image_size, generator=generator)
+    w1 = torch.randn(16, in_channels, 3, 3, generator=generator) / (9 * in_channels) ** 0.5
+    w2 = torch.randn(16, 16, 3, 3, generator=generator) / (9 * 16) ** 0.5
+    head = torch.randn(16, n_classes, generator=generator) / 4
+    pad = lambda t: torch.nn.functional.pad(t, (1, 1, 1, 1), mode="circular")  # noqa: E731
+    h = torch.relu(torch.nn.functional.conv2d(pad(x), w1))
+    h = torch.relu(torch.nn.functional.conv2d(pad(h), w2))
+    features = h.mean(dim=(2, 3))
+    features = (features - features.mean(0)) / features.std(0).clamp_min(1e-12)
+    y = (features @ head).argmax(dim=1)
+    return Dataset(x[:n_train], y[:n_train], x[n_train:], y[n_train:], "images", n_classes)
+
+
+def make_sequences(n_train: int, n_test: int, seq_len: int, vocab: int,
+                   generator: torch.Generator) -> Dataset:
+    """Sorting: sequences of ``seq_len`` tokens uniform in 0 .. vocab-1; the target at
+    each position is the token at that position once the sequence is sorted (every
+    position needs the whole sequence: a task for attention)."""
+    x = torch.randint(0, vocab, (n_train + n_test, seq_len), generator=generator)
+    y = x.sort(dim=1).values
+    return Dataset(x[:n_train], y[:n_train], x[n_train:], y[n_train:], "sort", vocab)

@@ -65,6 +65,8 @@ Forward = Callable[["_Ensemble", torch.Tensor, bool], tuple[torch.Tensor, list[t
 
 def unsupported_reason(config: dict) -> str:
     """Why ``config`` cannot be trained batched ('' when it can)."""
+    if config.get("architecture", "mlp") != "mlp":
+        return "the batched engine trains multilayer perceptrons"
     if config.get("normalization") == "batch":
         return "batch normalization couples the samples of a minibatch"
     if config.get("device", "cpu") != "cpu":

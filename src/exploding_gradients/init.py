@@ -64,12 +64,20 @@ def effective_sigmas(scheme: str, activation: str, fan_in: int, fan_out: int,
     raise ValueError(f"unknown init scheme {scheme!r}; allowed: {', '.join(SCHEMES)}")
 
 
+def fans(weight: torch.Tensor) -> tuple[int, int]:
+    """(fan_in, fan_out) of a dense or convolutional weight: for a convolution, input
+    channels x kernel area and output channels x kernel area (PyTorch's convention)."""
+    receptive = weight[0][0].numel() if weight.ndim > 2 else 1
+    return weight.shape[1] * receptive, weight.shape[0] * receptive
+
+
 @torch.no_grad()
-def init_linear(layer: nn.Linear, scheme: str, activation: str, generator: torch.Generator,
+def init_linear(layer: nn.Module, scheme: str, activation: str, generator: torch.Generator,
                 sigma_w: float = 1.0, sigma_b: float = 0.0) -> None:
-    """Initialize one ``nn.Linear`` in place, drawing only from ``generator``."""
+    """Initialize one ``nn.Linear`` or convolution in place, drawing only from
+    ``generator``; the variances use its fan-in (:func:`fans`)."""
     w, b = layer.weight, layer.bias
-    fan_out, fan_in = w.shape
+    fan_in, fan_out = fans(w)
     if scheme == "default":
         bound = 1 / math.sqrt(fan_in)
         w.uniform_(-bound, bound, generator=generator)
@@ -90,14 +98,21 @@ def init_linear(layer: nn.Linear, scheme: str, activation: str, generator: torch
             b.zero_()
 
 
+LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
 def initialize(model: nn.Module, scheme: str, activation: str, generator: torch.Generator,
                sigma_w: float = 1.0, sigma_b: float = 0.0) -> nn.Module:
-    """Apply ``scheme`` to every ``nn.Linear`` of ``model`` in module order; returns it."""
+    """Apply ``scheme`` to every ``nn.Linear`` and convolution of ``model`` in module
+    order, and draw every embedding from N(0, 1); returns it."""
     if scheme not in SCHEMES:
         raise ValueError(f"unknown init scheme {scheme!r}; allowed: {', '.join(SCHEMES)}")
     for module in model.modules():
-        if isinstance(module, nn.Linear):
+        if isinstance(module, LAYERS):
             init_linear(module, scheme, activation, generator, sigma_w, sigma_b)
+        elif isinstance(module, nn.Embedding):
+            with torch.no_grad():
+                module.weight.normal_(0.0, 1.0, generator=generator)
     return model
 
 
@@ -108,10 +123,11 @@ def lsuv_(model: nn.Module, x: torch.Tensor, tol: float = 0.02, max_iter: int = 
     Input side first, each hidden Linear's weights are divided by the standard deviation
     of its output on ``x`` until that variance is within ``tol`` of 1, so every layer
     starts with the same signal scale whatever the activation.  Returns each layer's
-    final output variance.  Needs ``model.hidden_linears()`` (see :class:`.models.MLP`).
+    final output variance.  Needs ``model.hidden_layers()`` (the MLP's Linear layers, the
+    convolutional network's convolutions).
     """
     variances, seen = [], []
-    for layer in model.hidden_linears():
+    for layer in model.hidden_layers():
         hook = layer.register_forward_hook(lambda m, i, out: seen.append(out.var().item()))
         try:
             for _ in range(max_iter):

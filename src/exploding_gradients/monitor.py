@@ -1,6 +1,6 @@
 """Watch gradients inside any ``nn.Module`` with hooks, and catch an explosion early.
 
->>> monitor = GradientMonitor(model)          # every Linear/Conv/RNN layer by default
+>>> monitor = GradientMonitor(model)          # every layer worth watching, by default
 >>> loss = criterion(model(x), y); loss.backward()
 >>> monitor.layer_stats()                     # one dict per watched layer
 >>> monitor.remove()
@@ -11,14 +11,31 @@ For each watched module it records, on every forward/backward pass while enabled
   pre-activation the mean-field theory describes);
 * ``delta_norm`` - L2 norm of the loss gradient with respect to that output, i.e. the
   backpropagated signal (captured by a tensor hook registered during forward);
-* ``grad_norm`` - L2 norm of the gradient of the module's own weight (read from
-  ``.grad`` when asked, so it costs nothing during training), and ``grad_zero_fraction``,
-  the fraction of its entries that are exactly zero (a half-precision gradient that
-  underflowed, or dead units);
+* ``grad_norm`` - L2 norm of the gradient of the module's own weight, or of all its
+  parameters together when it has no ``weight`` (an RNN, a multi-head attention, a whole
+  transformer block); read from ``.grad`` when asked, so it costs nothing during
+  training; and ``grad_zero_fraction``, the fraction of those entries that are exactly
+  zero (a half-precision gradient that underflowed, or dead units);
+* ``attn_logit_max`` - the largest attention logit q.k/sqrt(d) computed inside the module
+  (the quantity Wortsman et al. 2023 watch): from every ``nn.MultiheadAttention``
+  (recomputed from its inputs and weights, masks ignored, since PyTorch never
+  materializes them) and every :class:`~.models.transformer.AttentionLogits` it contains
+  (only in the rows of modules that contain attention);
 * ``nonfinite`` - whether the output or its gradient held a NaN/Inf
   (:meth:`GradientMonitor.first_nonfinite` says where it started);
 * ``calls`` - how many times the module ran in the pass (a shared layer runs more than
   once; its statistics are then those of its last call, with a warning).
+
+By default every Linear, convolution, recurrent layer, normalization layer and multi-head
+attention is watched.  A ``torch.nn.MultiheadAttention`` is watched as itself (its output,
+all its parameters, its logits), plus one row per projection: ``<name>.q``, ``.k``, ``.v``
+(their slices of the fused ``in_proj_weight``: gradient, and the variance of the projected
+inputs, recomputed; no ``delta_norm``, which PyTorch never materializes) and
+``<name>.out_proj`` (whose output is the attention's: the same ``preact_var`` and
+``delta_norm``).  Its ``out_proj`` module itself is never called by PyTorch (the functional
+attention uses its weight directly), so a hook on it would record nothing.  (PyTorch's fast
+inference path of ``TransformerEncoderLayer``, taken in eval mode without gradients,
+bypasses every submodule: there is nothing to watch there.)
 
 Only the last pass is kept, and a pass's statistics never carry over into the next (a
 forward pass without backward reports no ``delta_norm``); the training loop decides when
@@ -48,7 +65,12 @@ from collections.abc import Callable, Iterable, Mapping
 import torch
 from torch import nn
 
-WATCHED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.RNNBase)
+from .models.transformer import AttentionLogits
+
+NORMS = (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nn.modules.batchnorm._BatchNorm)
+WATCHED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.RNNBase, nn.MultiheadAttention,
+           AttentionLogits, *NORMS)
+PROJECTIONS = ("q", "k", "v")  # the rows of a watched nn.MultiheadAttention's projections
 
 
 def as_floats(tensors: list[torch.Tensor]) -> list[float]:
@@ -110,11 +132,72 @@ def _first_tensor(output) -> torch.Tensor | None:
     return None
 
 
-def _weight(module: nn.Module) -> torch.Tensor | None:
+def default_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """The modules a monitor watches by default: those of :data:`WATCHED`, except the
+    ones inside a multi-head attention (PyTorch never calls its ``out_proj``)."""
+    inside = {id(m) for mha in model.modules() if isinstance(mha, nn.MultiheadAttention)
+              for m in mha.modules() if m is not mha}
+    return {name: m for name, m in model.named_modules()
+            if isinstance(m, WATCHED) and id(m) not in inside}
+
+
+# A row's parameters: (parameter, index), the index selecting a slice (None: all of it).
+Piece = tuple[torch.Tensor, slice | None]
+
+
+def _pieces(module: nn.Module) -> list[Piece]:
+    """What a module's ``grad_norm`` measures: its ``weight`` if it has one, else all its
+    parameters."""
     weight = getattr(module, "weight", None)
-    if weight is None:  # e.g. RNNs name theirs weight_ih_l0
-        weight = next(module.parameters(), None)
-    return weight
+    if isinstance(weight, torch.Tensor):
+        return [(weight, None)]
+    return [(p, None) for p in module.parameters()]
+
+
+def _projection_weights(mha: nn.MultiheadAttention) -> list[tuple[Piece, Piece | None]]:
+    """(weight, bias) pieces of the query, key and value projections of ``mha``."""
+    if mha._qkv_same_embed_dim:
+        e = mha.embed_dim
+        return [((mha.in_proj_weight, slice(i * e, (i + 1) * e)),
+                 None if mha.in_proj_bias is None else (mha.in_proj_bias,
+                                                        slice(i * e, (i + 1) * e)))
+                for i in range(3)]
+    e = mha.embed_dim
+    return [((getattr(mha, f"{p}_proj_weight"), None),
+             None if mha.in_proj_bias is None else (mha.in_proj_bias, slice(i * e, (i + 1) * e)))
+            for i, p in enumerate(PROJECTIONS)]
+
+
+def _take(piece: Piece | None, grad: bool = False) -> torch.Tensor | None:
+    if piece is None:
+        return None
+    tensor, index = piece
+    tensor = tensor.grad if grad else tensor.detach()
+    if tensor is None:
+        return None
+    return tensor if index is None else tensor[index]
+
+
+@torch.no_grad()
+def attention_projections(mha: nn.MultiheadAttention, args: tuple, kwargs: dict
+                          ) -> tuple[torch.Tensor, ...]:
+    """(q, k, v, logits) that ``mha`` computed in a call with ``args``/``kwargs``: the
+    projected inputs, (batch, heads, length, head_dim), and the logits q.k/sqrt(head_dim)
+    (masks not applied; extra ``bias_k`` rows not included)."""
+    names = ("query", "key", "value")
+    inputs = [args[i] if i < len(args) else kwargs[n] for i, n in enumerate(names)]
+    batched = inputs[0].dim() == 3
+    if not batched:
+        inputs = [t.unsqueeze(1) for t in inputs]
+    if not (mha.batch_first and batched):
+        inputs = [t.transpose(0, 1) for t in inputs]
+    heads = mha.num_heads
+    out = []
+    for x, (weight, bias) in zip(inputs, _projection_weights(mha), strict=True):
+        y = nn.functional.linear(x, _take(weight), _take(bias))
+        out.append(y.view(y.shape[0], y.shape[1], heads, -1).transpose(1, 2))
+    q, k, v = out
+    return q, k, v, q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
 
 
 class UpdateRatio:
@@ -166,10 +249,16 @@ class UpdateRatio:
         update, weight = self._norms(lambda: norms(self._before))
         return as_floats(list(torch._foreach_div(update, weight)))
 
+    def norms_per_tensor(self) -> tuple[list[float], list[float]]:
+        """(norm of the update, norm of the weights before it) of each tensor."""
+        update, weight = self._norms(lambda: norms(self._before))
+        return as_floats(update), as_floats(weight)
+
 
 class GradientMonitor:
     """Forward/backward hooks that record per-layer statistics of ``model``.
 
+    ``modules``: the modules to watch, by name (default: :func:`default_modules`).
     ``enabled`` can be switched at any time: a disabled monitor has no hooks registered
     (they are removed, not skipped), so a training loop that reads the statistics only
     every few steps pays for the hooks only on those steps.
@@ -178,15 +267,34 @@ class GradientMonitor:
     def __init__(self, model: nn.Module, modules: dict[str, nn.Module] | None = None,
                  enabled: bool = True):
         if modules is None:
-            modules = {name: m for name, m in model.named_modules() if isinstance(m, WATCHED)}
+            modules = default_modules(model)
         if not modules:
             raise ValueError("GradientMonitor found no layers to watch; pass modules=")
         self.modules = dict(modules)
+        # One row per watched module, plus the projections of a multi-head attention; a
+        # row's grad_norm measures its pieces, and an alias row repeats another's output.
+        self._rows: dict[str, list[Piece]] = {}
+        self._alias: dict[str, str] = {}
+        for name, module in self.modules.items():
+            self._rows[name] = _pieces(module)
+            if isinstance(module, nn.MultiheadAttention):
+                for p, (weight, _) in zip(PROJECTIONS, _projection_weights(module), strict=True):
+                    self._rows[f"{name}.{p}"] = [weight]
+                self._rows[f"{name}.out_proj"] = [(module.out_proj.weight, None)]
+                self._alias[f"{name}.out_proj"] = name
+        # Where attention logits are computed, and the watched modules they belong to.
+        self._sources: dict[nn.Module, list[str]] = {}
+        for name, module in self.modules.items():
+            for m in module.modules():
+                if isinstance(m, (nn.MultiheadAttention, AttentionLogits)):
+                    self._sources.setdefault(m, []).append(name)
+        self._attending = {n for names in self._sources.values() for n in names}
         # The last pass: statistics already read (floats), and each output and the
         # gradient w.r.t. it, not yet read (reduced when read).
-        self._stats: dict[str, dict[str, float]] = {name: {} for name in self.modules}
+        self._stats: dict[str, dict[str, float]] = {name: {} for name in self._rows}
         self._outputs: dict[str, torch.Tensor] = {}
         self._grads: dict[str, torch.Tensor] = {}
+        self._logits: dict[str, list[torch.Tensor]] = {}  # largest logit of each call
         self._calls: dict[str, int] = {}  # forward calls of each module in this pass
         self._read_since_pass = True  # the next forward call starts a new pass
         self._warned: set[str] = set()
@@ -204,17 +312,26 @@ class GradientMonitor:
         if value and not self._handles:
             self._handles = [m.register_forward_hook(self._forward_hook(name))
                              for name, m in self.modules.items()]
+            self._handles += [m.register_forward_hook(self._logit_hook(m, names),
+                                                      with_kwargs=True)
+                              for m, names in self._sources.items()]
         elif not value:
             self.remove()
 
+    def _begin(self) -> None:
+        """Called by every hook: the first call after a read starts a new pass, and
+        nothing of the last one may remain."""
+        if self._read_since_pass:
+            self._read_since_pass = False
+            self._stats = {n: {} for n in self._rows}
+            self._outputs.clear()
+            self._grads.clear()
+            self._logits.clear()
+            self._calls.clear()
+
     def _forward_hook(self, name: str):
         def hook(module, inputs, output):
-            if self._read_since_pass:  # a new pass: nothing of the last one may remain
-                self._read_since_pass = False
-                self._stats = {n: {} for n in self.modules}
-                self._outputs.clear()
-                self._grads.clear()
-                self._calls.clear()
+            self._begin()
             call = self._calls[name] = self._calls.get(name, 0) + 1
             self._grads.pop(name, None)  # an earlier call's, if the module runs twice
             out = _first_tensor(output)
@@ -226,6 +343,24 @@ class GradientMonitor:
                 self._outputs[name] = out.detach().clone()
             if out.requires_grad:
                 out.register_hook(self._backward_hook(name, call))
+
+        return hook
+
+    def _logit_hook(self, source: nn.Module, names: list[str]):
+        def hook(module, args, kwargs, output):
+            self._begin()
+            if isinstance(source, AttentionLogits):
+                logits = _first_tensor(output)
+            else:
+                *qkv, logits = attention_projections(source, args, kwargs)
+                for name in names:  # the projections' rows of a watched attention
+                    if self.modules[name] is source:
+                        for p, t in zip(PROJECTIONS, qkv, strict=True):
+                            self._outputs[f"{name}.{p}"] = t
+            if logits is not None and logits.numel():
+                top = logits.detach().amax()
+                for name in names:
+                    self._logits.setdefault(name, []).append(top)
 
         return hook
 
@@ -246,6 +381,9 @@ class GradientMonitor:
         delta = as_floats(norms([g.float() for g in self._grads.values()]))
         for name, value in zip(self._grads, delta, strict=True):
             self._stats[name]["delta_norm"] = value
+        tops = as_floats([torch.stack(v).max().float() for v in self._logits.values()])
+        for name, value in zip(self._logits, tops, strict=True):
+            self._stats[name]["attn_logit_max"] = value
         for name, calls in self._calls.items():
             self._stats[name]["calls"] = calls
             if calls > 1 and name not in self._warned:
@@ -253,8 +391,12 @@ class GradientMonitor:
                 warnings.warn(f"GradientMonitor: {name!r} ran {calls} times in one pass (a "
                               "shared layer?); its statistics are those of its last call",
                               stacklevel=3)
+        for row, name in self._alias.items():
+            self._stats[row] = {k: v for k, v in self._stats[name].items()
+                                if k != "attn_logit_max"}
         self._outputs.clear()
         self._grads.clear()
+        self._logits.clear()
         self._read_since_pass = True
         return self._stats
 
@@ -263,30 +405,37 @@ class GradientMonitor:
         return not math.isfinite(stats.get(key, 0.0))
 
     def layer_stats(self) -> list[dict]:
-        """One dict per watched layer (in registration order) with the last pass's stats.
+        """One dict per row (the watched modules in registration order, each attention
+        followed by its projections) with the last pass's stats.
 
         ``nonfinite`` says the layer's output or the gradient w.r.t. it held a NaN/Inf,
         read off ``preact_var`` and ``delta_norm``, which are then NaN/Inf too (as they
         are when the values are so large, beyond ~1e19, that their squares overflow).
         """
-        grads = [None if w is None else w.grad for w in map(_weight, self.modules.values())]
-        present = [g.detach() for g in grads if g is not None]
+        grads = {row: [_take(p, grad=True) for p in pieces] for row, pieces in self._rows.items()}
+        present = [g.detach() for gs in grads.values() for g in gs if g is not None]
         stats = self._read()
         grad_norms = iter(as_floats(norms(present)))
-        zeros = iter(as_floats([(g == 0).sum().double() / g.numel() for g in present]))
+        zeros = iter(as_floats([(g == 0).sum().double() for g in present]))
         rows = []
-        for index, (name, grad) in enumerate(zip(self.modules, grads, strict=True), start=1):
-            s = stats[name]
+        for index, (name, gs) in enumerate(grads.items(), start=1):
+            s, found = stats[name], [g for g in gs if g is not None]
+            row_norms = [next(grad_norms) for _ in found]
+            zero = sum(next(zeros) for _ in found)
             rows.append({
                 "layer": index,
                 "name": name,
-                "grad_norm": float("nan") if grad is None else next(grad_norms),
-                "grad_zero_fraction": float("nan") if grad is None else next(zeros),
+                "grad_norm": (float("nan") if not found else row_norms[0] if len(found) == 1
+                              else math.sqrt(sum(v * v for v in row_norms))),
+                "grad_zero_fraction": (zero / sum(g.numel() for g in found) if found
+                                       else float("nan")),
                 "delta_norm": s.get("delta_norm", float("nan")),
                 "preact_var": s.get("preact_var", float("nan")),
                 "nonfinite": self._nonfinite(s, "preact_var") or self._nonfinite(s, "delta_norm"),
                 "calls": int(s.get("calls", 0)),
             })
+            if name in self._attending:
+                rows[-1]["attn_logit_max"] = s.get("attn_logit_max", float("nan"))
         return rows
 
     def first_nonfinite(self) -> str | None:
@@ -306,19 +455,26 @@ class GradientMonitor:
         return None
 
     def before_step(self) -> None:
-        """Remember the watched layers' weights; call right before ``optimizer.step()``."""
-        weights = [w for w in map(_weight, self.modules.values()) if w is not None]
-        if self._update is None or list(map(id, self._update.params)) != list(map(id, weights)):
-            self._update = UpdateRatio(weights)
+        """Remember the watched weights; call right before ``optimizer.step()``."""
+        if self._update is None:
+            views = [_take(p) for pieces in self._rows.values() for p in pieces]
+            self._update = UpdateRatio(views)
         self._update.before_step()
 
     def update_ratios(self) -> dict[str, float]:
-        """``||W_after - W_before|| / ||W_before||`` of each watched layer's weight since
-        :meth:`before_step` (the update-to-weight ratio of that optimizer step)."""
+        """``||W_after - W_before|| / ||W_before||`` of each row's weights (all of its
+        parameters together, for a row with several) since :meth:`before_step`: the
+        update-to-weight ratio of that optimizer step."""
         if self._update is None:
             raise RuntimeError("GradientMonitor: call before_step() before optimizer.step()")
-        names = [n for n, m in self.modules.items() if _weight(m) is not None]
-        return dict(zip(names, self._update.per_tensor(), strict=True))
+        update, weight = self._update.norms_per_tensor()
+        out, start = {}, 0
+        for name, pieces in self._rows.items():
+            u, w = update[start:start + len(pieces)], weight[start:start + len(pieces)]
+            start += len(pieces)
+            if pieces:
+                out[name] = math.sqrt(sum(x * x for x in u)) / math.sqrt(sum(x * x for x in w))
+        return out
 
     def log_to(self, writer, step: int, prefix: str = "monitor") -> int:
         """Write :meth:`layer_stats` to a TensorBoard-style ``writer`` (see

@@ -70,7 +70,7 @@ class TrainLog:
 
     COLUMNS = ("step", "layer", "loss", "grad_norm", "step_lr", "update_ratio", "clipped",
                "skipped", "loss_scale", "test_loss", "test_accuracy", "delta_norm",
-               "preact_var", "grad_zero_fraction")
+               "preact_var", "grad_zero_fraction", "attn_logit_max")
     #: How the run ended, repeated on every row.
     OUTCOME = ("diverged_step", "stopped_step", "cause")
 

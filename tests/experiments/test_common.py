@@ -9,6 +9,7 @@ import torch
 import exploding_gradients as eg
 from exploding_gradients.engine import memory
 from exploding_gradients.experiments.feedforward import (
+    APPLIES_TO,
     DATA_PARAMS,
     MODEL_PARAMS,
     build_run,
@@ -20,17 +21,30 @@ TINY = dict(depth=2, width=6, steps=3, seq_len=4, hidden_size=5, batch_size=4, n
             input_size=3, lr_ratios=[0.5, 1.0])
 
 
+ARCHITECTURES = {"cnn": dict(architecture="cnn", channels=3, image_size=4),
+                 "transformer": dict(architecture="transformer", width=8, heads=2,
+                                     init="xavier")}
+
+
 def tiny(name: str, **overrides) -> dict:
     known = {p.name for p in eg.REGISTRY[name].params}
+    arch = overrides.get("architecture", "mlp")
+    if "architecture" in known:  # the feed-forward networks: only what the family reads
+        known -= {k for k, archs in APPLIES_TO.items() if arch not in archs}
     return eg.REGISTRY[name].resolve(
         {k: v for k, v in {**TINY, **overrides}.items() if k in known})
 
 
-@pytest.mark.parametrize("name", sorted(eg.REGISTRY))
-def test_experiment_battery(name):
+BATTERY = [(name, "mlp") for name in sorted(eg.REGISTRY)] + [
+    (name, arch) for name in sorted(eg.REGISTRY) for arch in ARCHITECTURES
+    if "architecture" in {p.name for p in eg.REGISTRY[name].params}]
+
+
+@pytest.mark.parametrize("name, architecture", BATTERY)
+def test_experiment_battery(name, architecture):
     exp = eg.REGISTRY[name]
     assert exp.description and exp.resolve() == exp.resolve(exp.resolve())  # defaults
-    config = tiny(name)
+    config = tiny(name, **ARCHITECTURES.get(architecture, {}))
     assert memory.estimate_bytes(exp, config) > memory.RUNTIME  # an estimate exists
     first = eg.run(name, config, seeds=2, use_cache=False)
     again = eg.run(name, config, seeds=2, use_cache=False)

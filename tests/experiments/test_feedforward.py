@@ -138,3 +138,82 @@ def test_unnormalized_inputs_inflate_every_layers_gradient():
     step0 = runs[runs.step == 0].groupby(["input_scale_spread", "layer"]).grad_norm.median()
     for layer in (1, 2, 3):
         assert step0[(100.0, layer)] > 10 * step0[(1.0, layer)]
+
+
+# --------------------------------------------------------------- other architectures
+
+CNN = dict(architecture="cnn", depth=3, channels=8, image_size=6)
+TRANSFORMER = dict(architecture="transformer", depth=2, width=16, heads=2, seq_len=5,
+                   init="xavier")
+
+
+@pytest.mark.parametrize("bad, name", [
+    (dict(channels=32), "channels"),                       # a cnn parameter on an mlp
+    (dict(architecture="cnn", heads=2), "heads"),
+    (dict(architecture="transformer", residual=True), "residual"),
+    (dict(architecture="cnn", task="classification"), "task"),
+    (dict(architecture="cnn", kernel_size=4), "kernel_size"),
+    (dict(architecture="cnn", normalization="layer"), "normalization"),
+    (dict(architecture="transformer", width=30, heads=4), "heads"),
+    (dict(architecture="transformer", normalization="batch"), "normalization"),
+    (dict(architecture="transformer", init="lsuv"), "init"),
+    (dict(architecture="rnn"), "architecture"),
+])
+def test_architecture_settings_are_checked_before_any_compute(bad, name):
+    with pytest.raises(eg.ConfigError, match=f"'{name}'"):
+        eg.run("training", bad, use_cache=False)
+
+
+@pytest.mark.parametrize("config", [CNN, TRANSFORMER], ids=["cnn", "transformer"])
+def test_signal_propagation_gives_one_row_per_convolution_or_block(config):
+    a = eg.run("signal_propagation", config, seeds=2, use_cache=False)
+    b = eg.run("signal_propagation", config, seeds=2, use_cache=False)
+    assert a.equals(b)
+    assert list(a.layer) == list(range(1, config["depth"] + 1)) * 2
+    cols = ["grad_norm", "delta_norm", "preact_var", "dphi_sq"]
+    assert np.isfinite(a[cols].to_numpy()).all() and (a[cols] > 0).all().all()
+    assert a.attn_logit_max.notna().all() == (config is TRANSFORMER)
+
+
+def test_a_transformer_block_row_holds_the_gradient_of_all_its_parameters():
+    from exploding_gradients.engine.registry import REGISTRY
+    from exploding_gradients.experiments.feedforward import generator, probe
+
+    config = REGISTRY["signal_propagation"].resolve(TRANSFORMER)
+    model, x, y = probe(config, generator(0))
+    (0.5 * torch.nn.functional.mse_loss(model(x), y)).backward()
+    table = eg.run("signal_propagation", TRANSFORMER, use_cache=False)
+    for row, block in zip(table.itertuples(), model.blocks, strict=True):
+        norm = torch.cat([p.grad.flatten() for p in block.parameters()]).norm().item()
+        assert row.grad_norm == pytest.approx(norm, rel=1e-5)
+
+
+@pytest.mark.parametrize("config, extra", [
+    (CNN, dict(lr=0.05, optimizer="momentum")),
+    (CNN, dict(lr=0.05, optimizer="momentum", clip="agc", clip_threshold=0.05,
+               normalization="batch", residual=True)),
+    (TRANSFORMER, dict(lr=3e-3, optimizer="adam")),
+    (TRANSFORMER, dict(lr=3e-3, optimizer="adam", norm_position="post", qk_norm=True,
+                       warmup_steps=10, precision="bf16")),
+], ids=["cnn", "cnn-bn-residual-agc", "transformer", "post-ln-qk-warmup-bf16"])
+def test_convnets_and_transformers_train_reproducibly(config, extra):
+    settings = dict(config, steps=40, n_train=256, batch_size=32, log_every=20, **extra)
+    a = eg.run("training", settings, use_cache=False)
+    b = eg.run("training", settings, use_cache=False)
+    assert a.equals(b)
+    steps = a[a.layer == 0]
+    assert steps.loss.iloc[-5:].mean() < steps.loss.iloc[:5].mean()  # it learns
+    layers = a[a.layer > 0]
+    assert sorted(layers.layer.unique()) == list(range(1, config["depth"] + 1))
+    assert layers.grad_norm.notna().all() and layers.delta_norm.notna().all()
+    assert layers.attn_logit_max.notna().all() == (config is TRANSFORMER)
+
+
+def test_the_batched_engine_leaves_other_architectures_to_the_loop():
+    from exploding_gradients.ensemble import unsupported_reason
+
+    assert "multilayer perceptrons" in unsupported_reason(CNN)
+    batched = eg.run("training", dict(CNN, steps=5, n_train=64, engine="batched"), seeds=2,
+                     use_cache=False)
+    loop = eg.run("training", dict(CNN, steps=5, n_train=64), seeds=2, use_cache=False)
+    assert batched.equals(loop)

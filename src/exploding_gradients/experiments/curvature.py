@@ -19,16 +19,15 @@ from ..engine.params import ConfigError, Param
 from ..engine.registry import experiment
 from ..train import train
 from .feedforward import (
-    D_OUT,
     DATA_PARAMS,
     MODEL_PARAMS,
     Run,
+    activation_values,
     batch_norm_batch,
     build_run,
     data_values,
     evaluate,
-    mlp_activations,
-    mlp_params,
+    training_params,
     training_rows,
 )
 
@@ -74,13 +73,13 @@ HVP_FACTOR = 3
 
 def _hessian_memory(config: dict, n_params: int) -> dict[str, int]:
     n = min(config["hessian_samples"], config["n_train"])
-    return {"parameters": 8 * n_params, "activations": HVP_FACTOR * mlp_activations(config, n)}
+    return {"parameters": 8 * n_params, "activations": HVP_FACTOR * activation_values(config, n)}
 
 
 def _sharpness_memory(config: dict) -> tuple[int, dict[str, int]]:
-    p = mlp_params(config, config["d_in"], D_OUT)
+    p = training_params(config)
     hess = _hessian_memory(config, p)
-    train_acts = mlp_activations(config, config["batch_size"]) if config["steps"] else 0
+    train_acts = activation_values(config, config["batch_size"]) if config["steps"] else 0
     rows = config["steps"] // config["measure_every"] + 2
     return 4, {"parameters": 6 * p + hess["parameters"],
                "activations": hess["activations"] + train_acts,
@@ -89,7 +88,7 @@ def _sharpness_memory(config: dict) -> tuple[int, dict[str, int]]:
 
 
 def _lr_boundary_memory(config: dict) -> tuple[int, dict[str, int]]:
-    p = mlp_params(config, config["d_in"], D_OUT)
+    p = training_params(config)
     hess = _hessian_memory(config, p)
     ratios = len(config["lr_ratios"])
     # the step rows of every ratio are kept; the per-layer rows of one run at a time
@@ -97,7 +96,7 @@ def _lr_boundary_memory(config: dict) -> tuple[int, dict[str, int]]:
                                                           config["log_every"])
     return 4, {"parameters": 7 * p + hess["parameters"],  # + the deep copy being trained
                "activations": max(hess["activations"],
-                                  mlp_activations(config, config["batch_size"])),
+                                  activation_values(config, config["batch_size"])),
                "data": data_values(config),
                "results": ROW_BYTES // 4 * rows}
 

@@ -1,5 +1,10 @@
 """Feed-forward networks: their parameters, the one run builder, and two experiments.
 
+Three families share them (``architecture``): the multilayer perceptron (the default), a
+convolutional stack (:mod:`..models.cnn`) and a transformer encoder
+(:mod:`..models.transformer`); their "layers" are the hidden Linear layers, the
+convolutions, and the transformer blocks.
+
 * ``signal_propagation``: one forward and backward pass through a freshly initialized
   network; per-layer gradient norms and pre-activation variances (the quantities of
   mean-field theory).
@@ -22,13 +27,15 @@ import torch
 from torch import nn
 
 from ..activations import ACTIVATIONS
-from ..data import TASKS, Dataset, gaussian_inputs, make_task
+from ..data import TASKS, Dataset, gaussian_inputs, make_images, make_sequences, make_task
 from ..engine import memory
 from ..engine.memory import ROW_BYTES
 from ..engine.params import ConfigError, Param
 from ..engine.registry import experiment
 from ..init import LSUV_BATCH, SCHEMES, lsuv_
-from ..models.mlp import MLP, NORMALIZATIONS, build_mlp
+from ..models.cnn import build_cnn
+from ..models.mlp import NORMALIZATIONS, build_mlp
+from ..models.transformer import NORM_POSITIONS, build_transformer
 from ..monitor import GradientMonitor, derivative_stats
 from ..precision import PRECISION_PARAMS, Precision, check_precision
 from ..remedies import REMEDY_PARAMS, Remedies, check_remedies
@@ -54,20 +61,57 @@ MODEL_PARAMS = (
     Param("dropout", "float", 0.0,
           "dropout probability after each hidden activation while training (masks drawn from "
           "the seed's generator)", low=0.0, high=0.95),
+    Param("architecture", "str", "mlp",
+          "network family: mlp (width units per layer), cnn (convolutional stack of "
+          "channels channels), transformer (encoder of width dimensions)",
+          choices=("mlp", "cnn", "transformer")),
+    Param("channels", "int", 16, "cnn: channels of each convolution", low=1, high=4096),
+    Param("kernel_size", "int", 3, "cnn: side of the (odd) convolution kernels", low=1,
+          high=31),
+    Param("image_size", "int", 8, "cnn: side of the square images, in pixels", low=1,
+          high=512),
+    Param("heads", "int", 4, "transformer: attention heads (width must be a multiple)",
+          low=1, high=1024),
+    Param("seq_len", "int", 8, "transformer: tokens per sequence", low=1, high=4096),
+    Param("norm_position", "str", "pre",
+          "transformer: layer norm before each residual branch (pre), after each residual "
+          "addition (post), or none", choices=NORM_POSITIONS),
+    Param("qk_norm", "bool", False, "transformer: layer norm on each head's queries and keys"),
 )
+
+ARCHITECTURES = ("mlp", "cnn", "transformer")
 
 # The synthetic task of every training-like experiment: the same overrides describe the
 # same data wherever they are used.
 DATA_PARAMS = (
-    Param("task", "str", "classification", "synthetic teacher task", choices=TASKS),
-    Param("d_in", "int", 16, "input dimension", low=1, high=8192),
+    Param("task", "str", "auto",
+          "synthetic task: auto (the architecture's own: classification for mlp, images for "
+          "cnn, sort for transformer) or one of those (regression: mlp only)",
+          choices=("auto",) + TASKS),
+    Param("d_in", "int", 16, "mlp: input dimension", low=1, high=8192),
     Param("input_scale_spread", "float", 1.0,
           "feature j is scaled by spread^(j/(d_in-1)); 1 = standardized inputs", low=1.0,
           high=1e6),
     Param("n_train", "int", 2048, "training samples", low=1, high=10**7),
     Param("data_seed", "int", 0, "seed of the dataset (shared by all model seeds)", low=0,
           high=2**31 - 1),
+    Param("in_channels", "int", 3, "cnn: channels of the input images", low=1, high=4096),
+    Param("vocab", "int", 8, "transformer: token values of the sorting task", low=2,
+          high=65536),
 )
+
+#: The task of each architecture (what ``task="auto"`` means), and the tasks it accepts.
+TASK_OF = {"mlp": ("classification", "regression"), "cnn": ("images",),
+           "transformer": ("sort",)}
+#: Parameters that only some architectures read: elsewhere they must keep their defaults,
+#: so that a setting is never silently ignored.
+APPLIES_TO = {
+    "channels": ("cnn",), "kernel_size": ("cnn",), "image_size": ("cnn",),
+    "in_channels": ("cnn",), "heads": ("transformer",), "seq_len": ("transformer",),
+    "norm_position": ("transformer",), "qk_norm": ("transformer",), "vocab": ("transformer",),
+    "d_in": ("mlp",), "input_scale_spread": ("mlp",), "width": ("mlp", "transformer"),
+    "residual": ("mlp", "cnn"), "residual_scale": ("mlp", "cnn"),
+}
 
 TEST_SAMPLES = 1024  # size of the synthetic test set
 
@@ -77,11 +121,42 @@ def generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def task(config: dict) -> str:
+    """The config's task, ``auto`` resolved by its architecture (:data:`TASK_OF`)."""
+    name = config.get("task", "auto")
+    return TASK_OF[config.get("architecture", "mlp")][0] if name == "auto" else name
+
+
 def make_data(config: dict) -> Dataset:
     """The dataset a config with :data:`DATA_PARAMS` describes."""
-    return make_task(config["task"], config["n_train"], TEST_SAMPLES, config["d_in"],
-                     generator(config["data_seed"]),
+    name, gen = task(config), generator(config["data_seed"])
+    if name == "images":
+        return make_images(config["n_train"], TEST_SAMPLES, config["in_channels"],
+                           config["image_size"], gen)
+    if name == "sort":
+        return make_sequences(config["n_train"], TEST_SAMPLES, config["seq_len"],
+                              config["vocab"], gen)
+    return make_task(name, config["n_train"], TEST_SAMPLES, config["d_in"], gen,
                      input_scale_spread=config["input_scale_spread"])
+
+
+def build_model(config: dict, d_in: int, d_out: int, gen: torch.Generator) -> nn.Module:
+    """The initialized network of a config's model parameters: ``d_in`` is the MLP's input
+    dimension, the convnet's input channels, or the transformer's vocabulary (0:
+    continuous inputs of ``width`` features)."""
+    arch = config.get("architecture", "mlp")
+    if arch == "cnn":
+        return build_cnn(config, d_in, d_out, gen)
+    if arch == "transformer":
+        return build_transformer(config, d_in, config["seq_len"], d_out, gen)
+    return build_mlp(config, d_in=d_in, d_out=d_out, generator=gen)
+
+
+def hidden_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """The model's hidden layers by name, input side first: the MLP's Linear layers, the
+    convolutions, the transformer blocks (what the monitor watches, one row each)."""
+    names = {id(m): name for name, m in model.named_modules()}
+    return {names[id(m)]: m for m in model.hidden_layers()}
 
 
 @dataclass
@@ -89,13 +164,14 @@ class Run:
     """A training run's starting point: the initialized model, its data, and the seed's
     generator, positioned after the initialization, which then draws the minibatches."""
 
-    model: MLP
+    model: nn.Module
     data: Dataset
     generator: torch.Generator
 
     def layers(self) -> dict[str, nn.Module]:
-        """The hidden Linear layers, by name, input side first: what the monitor watches."""
-        return {f"blocks.{i}.linear": lin for i, lin in enumerate(self.model.hidden_linears())}
+        """The hidden layers, by name, input side first: what the monitor watches
+        (:func:`hidden_layers`)."""
+        return hidden_layers(self.model)
 
     def final(self) -> tuple[torch.Tensor, ...]:
         """The output layer's parameters (adaptive clipping leaves them alone)."""
@@ -115,7 +191,10 @@ def build_run(config: dict, seed: int, device: torch.device | str = "cpu",
     ``data``: the config's dataset if already made (seeds share it)."""
     data = make_data(config) if data is None else data
     gen = generator(seed)
-    model = build_mlp(config, d_in=config["d_in"], d_out=data.d_out, generator=gen)
+    arch = config.get("architecture", "mlp")
+    d_in = {"cnn": config.get("in_channels"), "transformer": config.get("vocab")}.get(
+        arch, config["d_in"])
+    model = build_model(config, d_in, data.d_out, gen)
     model, data = model.to(device), data.to(device)
     if config["init"] == "lsuv":
         lsuv_(model, data.x_train[:LSUV_BATCH])
@@ -141,6 +220,39 @@ def batch_norm_batch(config: dict) -> None:
         raise ConfigError(
             f"parameter 'batch_size': got {config['batch_size']}; allowed: >= 2 when "
             "normalization='batch' (batch norm needs two samples per minibatch)")
+
+
+def check_architecture(config: dict) -> None:
+    """Each architecture's own rules: its task, its normalizations, the parameters it
+    reads (the others keep their defaults, see :data:`APPLIES_TO`)."""
+    arch = config.get("architecture", "mlp")
+    defaults = {p.name: p.default for p in MODEL_PARAMS + DATA_PARAMS}
+    for name, archs in APPLIES_TO.items():
+        if name in config and arch not in archs and config[name] != defaults[name]:
+            raise ConfigError(
+                f"parameter {name!r}: got {config[name]!r}; allowed with "
+                f"architecture={arch!r}: only its default {defaults[name]!r} (it applies to "
+                f"architecture {' or '.join(map(repr, archs))} only)")
+    if "task" in config and config["task"] not in ("auto",) + TASK_OF[arch]:
+        raise ConfigError(f"parameter 'task': got {config['task']!r}; allowed for "
+                          f"architecture={arch!r}: auto, {', '.join(TASK_OF[arch])}")
+    if arch == "cnn" and config["normalization"] not in ("none", "batch"):
+        raise ConfigError(f"parameter 'normalization': got {config['normalization']!r}; "
+                          "allowed for architecture='cnn': none, batch")
+    if arch == "cnn" and config["kernel_size"] % 2 == 0:
+        raise ConfigError(f"parameter 'kernel_size': got {config['kernel_size']}; allowed: "
+                          "an odd number (a kernel centred on its pixel)")
+    if arch == "transformer":
+        if config["normalization"] != "none":
+            raise ConfigError(f"parameter 'normalization': got {config['normalization']!r}; "
+                              "allowed for architecture='transformer': none (its layer "
+                              "norms are placed by norm_position)")
+        if config["width"] % config["heads"]:
+            raise ConfigError(f"parameter 'heads': got {config['heads']}; allowed: a "
+                              f"divisor of width={config['width']}")
+        if config["init"] == "lsuv":
+            raise ConfigError("parameter 'init': got 'lsuv'; allowed for "
+                              f"architecture='transformer': {', '.join(SCHEMES[:-1])}")
 
 
 def device_available(config: dict) -> None:
@@ -171,13 +283,39 @@ def mlp_params(config: dict, d_in: int, d_out: int) -> int:
     return hidden + width * d_out + d_out + norm
 
 
-def mlp_activations(config: dict, batch: int) -> int:
-    return TENSORS_PER_LAYER * batch * config["width"] * (config["depth"] + 2)
+def model_params(config: dict, d_in: int, d_out: int) -> int:
+    """Parameters of the config's network: by formula for the MLP, otherwise counted on
+    a model built without storage (PyTorch's meta device)."""
+    if config.get("architecture", "mlp") == "mlp":
+        return mlp_params(config, d_in, d_out)
+    with torch.device("meta"):
+        model = build_model({**config, "init": "default"}, d_in, d_out, None)
+    return sum(p.numel() for p in model.parameters())
+
+
+def activation_values(config: dict, batch: int) -> int:
+    """Values autograd keeps for the backward pass: about TENSORS_PER_LAYER tensors the
+    size of a layer's output per layer, and for a transformer, its 4x wider feed-forward
+    layer and the attention's probabilities (heads x length^2 per sequence)."""
+    arch, depth = config.get("architecture", "mlp"), config["depth"] + 2
+    if arch == "cnn":
+        return TENSORS_PER_LAYER * batch * config["channels"] * config["image_size"] ** 2 * depth
+    if arch == "transformer":
+        tokens = batch * config["seq_len"]
+        attention = 3 * batch * config["heads"] * config["seq_len"] ** 2
+        return depth * (tokens * (TENSORS_PER_LAYER + 12) * config["width"] + attention)
+    return TENSORS_PER_LAYER * batch * config["width"] * depth
 
 
 def data_values(config: dict) -> int:
     """Training and test sets plus the evaluation pass on the test set (values)."""
-    sets = (config["n_train"] + TEST_SAMPLES) * (3 * config["d_in"] + D_OUT + 1)
+    n, arch = config["n_train"] + TEST_SAMPLES, config.get("architecture", "mlp")
+    if arch == "cnn":
+        return n * (2 * config["in_channels"] * config["image_size"] ** 2 + 2) \
+            + activation_values(config, TEST_SAMPLES) // TENSORS_PER_LAYER
+    if arch == "transformer":  # tokens and targets are int64: two float32 values each
+        return 4 * n * config["seq_len"] + activation_values(config, TEST_SAMPLES) // 4
+    sets = n * (3 * config["d_in"] + D_OUT + 1)
     return sets + 4 * TEST_SAMPLES * config["width"]
 
 
@@ -187,61 +325,97 @@ def training_rows(config: dict, steps: int, every: int, per_layer: bool = True) 
 
 
 def _signal_propagation_memory(config: dict) -> tuple[int, dict[str, int]]:
-    p = mlp_params(config, config["width"], config["d_out"])
+    p = model_params(config, _probe_d_in(config), config["d_out"])
     batch = config["batch_size"]
     return 4, {"parameters": 2 * p,
-               "activations": mlp_activations(config, batch)
+               "activations": activation_values(config, batch)
                + batch * (config["width"] + 2 * config["d_out"]),
                "results": ROW_BYTES // 4 * config["depth"]}
 
 
+def training_params(config: dict) -> int:
+    """Parameters of the network a training-like config (with :data:`DATA_PARAMS`) trains."""
+    arch = config.get("architecture", "mlp")
+    d_in = {"cnn": config["in_channels"], "transformer": config["vocab"]}.get(arch,
+                                                                             config["d_in"])
+    return model_params(config, d_in, config["vocab"] if arch == "transformer" else D_OUT)
+
+
 def _training_memory(config: dict) -> tuple[int, dict[str, int]]:
-    p = mlp_params(config, config["d_in"], D_OUT)
+    p = training_params(config)
     rows = training_rows(config, config["steps"], config["log_every"])
     return 4, {"parameters": 6 * p,
-               "activations": mlp_activations(config, config["batch_size"]),
+               "activations": activation_values(config, config["batch_size"]),
                "data": data_values(config),
                "results": ROW_BYTES // 4 * rows}
 
 
 # --------------------------------------------------------------------------- experiments
 
+def _probe_d_in(config: dict) -> int:
+    """The probed network's input: as wide as a hidden layer (a square first layer), or,
+    for a transformer, continuous features (vocabulary 0)."""
+    return {"cnn": config["channels"], "transformer": 0}.get(config["architecture"],
+                                                             config["width"])
+
+
+def probe(config: dict, gen: torch.Generator) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """The freshly initialized network of seed ``gen`` and its input and target batch for
+    signal propagation: inputs and targets standard normal, shaped for the architecture
+    (vectors, ``channels`` x ``image_size``^2 images, ``seq_len`` x ``width`` sequences)."""
+    arch, batch, d_out = config["architecture"], config["batch_size"], config["d_out"]
+    model = build_model(config, _probe_d_in(config), d_out, gen)
+    if arch == "cnn":
+        size = config["image_size"]
+        x = torch.randn(batch, config["channels"], size, size, generator=gen)
+        return model, x, torch.randn(batch, d_out, generator=gen)
+    if arch == "transformer":
+        x = torch.randn(batch, config["seq_len"], config["width"], generator=gen)
+        return model, x, torch.randn(batch, config["seq_len"], d_out, generator=gen)
+    x = gaussian_inputs(batch, config["width"], gen)
+    return model, x, torch.randn(batch, d_out, generator=gen)
+
+
+SIGNAL_COLUMNS = ("layer", "grad_norm", "delta_norm", "preact_var", "dphi_sq", "saturated",
+                  "attn_logit_max")
+
+
 @experiment("signal_propagation", MODEL_PARAMS + (
     Param("batch_size", "int", 64, "inputs in the batch", low=2, high=65536),
     Param("d_out", "int", 10, "outputs of the linear readout", low=1, high=8192),
-), columns=("layer", "grad_norm", "delta_norm", "preact_var", "dphi_sq", "saturated"),
-    memory=_signal_propagation_memory)
+), columns=SIGNAL_COLUMNS,
+    constraints=(check_architecture,), memory=_signal_propagation_memory)
 def signal_propagation(config: dict, seed: int) -> pd.DataFrame:
-    """Per-layer gradient norms and pre-activation variance of a freshly initialized MLP.
+    """Per-layer gradient norms and output variances of a freshly initialized network.
 
-    Inputs x ~ N(0, I_width), targets y ~ N(0, I_d_out), loss 0.5 * mean squared error;
-    one forward and backward pass in training mode (so batch norm uses batch statistics).
-    Rows: one per hidden layer, ``layer`` counted from the input, with the weight
-    gradient norm, the norm of dL/d(pre-activation), the pre-activation variance, and the
+    Inputs and targets standard normal (see :func:`probe`), loss 0.5 * mean squared
+    error; one forward and backward pass in training mode (so batch norm uses batch
+    statistics).  Rows: one per hidden layer (:func:`hidden_layers`: a Linear layer, a
+    convolution, a transformer block), ``layer`` counted from the input, with the norm of
+    the gradient of its weight (of all its parameters, for a transformer block), the norm
+    of dL/d(its output), its output's variance (the pre-activation, for a Linear layer
+    or a convolution; the residual stream after the block, for a transformer), the
     activation's derivative statistics (``dphi_sq``, ``saturated``; see
-    :func:`..monitor.derivative_stats`).
+    :func:`..monitor.derivative_stats`) and the largest attention logit
+    (``attn_logit_max``; NaN without attention).
     """
-    gen = generator(seed)
-    width = config["width"]
-    model = build_mlp(config, d_in=width, d_out=config["d_out"], generator=gen)
-    x = gaussian_inputs(config["batch_size"], width, gen)
-    y = torch.randn(config["batch_size"], config["d_out"], generator=gen)
+    model, x, y = probe(config, generator(seed))
     if config["init"] == "lsuv":
         lsuv_(model, x)
-    layers = {f"blocks.{i}.linear": lin for i, lin in enumerate(model.hidden_linears())}
     act_stats = []
     hooks = [block.act.register_forward_hook(
         lambda mod, inputs, out: act_stats.append(derivative_stats(mod, inputs[0])))
         for block in model.blocks]
-    with GradientMonitor(model, layers) as monitor:
+    with GradientMonitor(model, hidden_layers(model)) as monitor:
         model.train()
         loss = 0.5 * torch.nn.functional.mse_loss(model(x), y)
         loss.backward()
         rows = monitor.layer_stats()
     for hook in hooks:
         hook.remove()
-    stats = pd.DataFrame(rows)[["layer", "grad_norm", "delta_norm", "preact_var"]]
-    return stats.join(pd.DataFrame(act_stats))
+    stats = pd.DataFrame(rows).reindex(columns=["layer", "grad_norm", "delta_norm",
+                                                "preact_var", "attn_logit_max"])
+    return stats.join(pd.DataFrame(act_stats))[list(SIGNAL_COLUMNS)]
 
 
 #: Seeds trained as one ensemble at most; more are split into chunks of this many.
@@ -295,11 +469,13 @@ def _batched_unsupported(config: dict) -> str:
     Param("device", "str", "cpu", "where to train: cpu, cuda, or auto (cuda if available); "
           "minibatches are drawn on the CPU either way", choices=DEVICES),
 ) + REMEDY_PARAMS + PRECISION_PARAMS, columns=TrainLog.COLUMNS + TrainLog.OUTCOME,
-    constraints=(batch_norm_batch, device_available, check_remedies, check_precision),
+    constraints=(check_architecture, batch_norm_batch, device_available, check_remedies,
+                 check_precision),
     memory=_training_memory,
     batched=_training_batched, batched_unsupported=_batched_unsupported)
 def training(config: dict, seed: int) -> pd.DataFrame:
-    """Train an MLP on a synthetic task; per-step loss, gradient norm and divergence.
+    """Train a network (``architecture``) on a synthetic task; per-step loss, gradient
+    norm and divergence.
 
     Rows with ``layer == 0`` describe the whole network at every step (loss, total
     gradient norm before clipping, the step's learning rate ``step_lr``, and at sampled

@@ -83,7 +83,7 @@ class MLP(nn.Module):
             x = block(x)
         return self.readout(x)
 
-    def hidden_linears(self) -> list[nn.Linear]:
+    def hidden_layers(self) -> list[nn.Linear]:
         """The hidden layers' Linear modules, input side first (layer 1, 2, ...)."""
         return [block.linear for block in self.blocks]
 
