@@ -278,17 +278,24 @@ class FlatGrads:
     bit for bit to the ones ``zero_grad(set_to_none=True)`` would have produced (0 + g =
     g).  Unlike that, a parameter the loss does not reach gets a zero gradient, not None.
     Parameters of mixed dtypes or devices keep separate gradients (same results, slower).
+
+    ``members`` > 0: the parameters are an ensemble's stacks ``(members, ...)``; the flat
+    tensor is ``(members, n)``, one contiguous row per member, so :meth:`member_norms` is
+    one reduction along rows, whose result for a member does not depend on the others.
     """
 
-    def __init__(self, params: list[torch.Tensor]):
+    def __init__(self, params: list[torch.Tensor], members: int = 0):
         self.params = params
         self.flat = None
         if params and len({(p.dtype, p.device) for p in params}) == 1:
-            self.flat = torch.zeros(sum(p.numel() for p in params), dtype=params[0].dtype,
-                                    device=params[0].device)
-            sizes = [p.numel() for p in params]
-            for p, g in zip(params, self.flat.split(sizes), strict=True):
-                p.grad = g.view_as(p)
+            first = params[0]
+            rows = members or 1
+            sizes = [p.numel() // rows for p in params]
+            self.flat = torch.zeros(rows, sum(sizes), dtype=first.dtype, device=first.device)
+            for p, g in zip(params, self.flat.split(sizes, dim=1), strict=True):
+                p.grad = g.view_as(p) if members else g.reshape(-1).view_as(p)
+            if not members:
+                self.flat = self.flat.view(-1)
 
     @torch.no_grad()
     def zero_(self) -> None:
@@ -304,6 +311,11 @@ class FlatGrads:
         if self.flat is None:
             return total_norm([p.grad for p in self.params]).item()
         return torch.linalg.vector_norm(self.flat).item()
+
+    @torch.no_grad()
+    def member_norms(self) -> torch.Tensor:
+        """``(members,)``: each member's total gradient norm (``members`` > 0 only)."""
+        return torch.linalg.vector_norm(self.flat, dim=1)
 
 
 @torch.no_grad()

@@ -304,3 +304,58 @@ def benchmark_record(path: Path) -> pd.DataFrame | None:
     return pd.DataFrame(rows, columns=["measurement", "value"]).assign(
         machine=rec["machine"], date=rec["date"], commit=rec["commit"],
         profile=book["profile"])
+
+
+# --------------------------------------------------------------------------- the limit
+
+def matmul_peak(n: int = 1024, rounds: int = 5) -> float:
+    """The machine's arithmetic peak as this process sees it: FLOP/s of an ``n`` x ``n``
+    float32 matrix product (2 n^3 operations), the best of ``rounds``, CPU time."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up
+    best = min(interleaved({"matmul": lambda: a @ b}, rounds=rounds, warmup=0)["matmul"])
+    return 2 * n**3 / best
+
+
+def training_flops(config: dict) -> float:
+    """Floating-point operations of one seed-step of ``training``'s MLP: the matrix
+    products of the forward pass (2 per multiply-add) and of the backward pass (twice the
+    forward: the gradients with respect to the inputs and to the weights)."""
+    width, depth = config["width"], config["depth"]
+    d_out = 1 if config.get("task") == "regression" else 4
+    per_sample = 2 * (config["d_in"] * width + (depth - 1) * width**2 + width * d_out)
+    return 3 * per_sample * config["batch_size"]
+
+
+def bare_ensemble(config: dict, seeds: int) -> Callable[[], None]:
+    """The least a batched step can cost: ``seeds`` copies of ``training``'s MLP (ReLU,
+    no normalization) as stacked weights, each step one ``baddbmm`` per layer forward,
+    the summed mean losses backward, plain SGD; minibatches gathered from the training
+    set, nothing logged, no test set.  Returns a function that runs ``config["steps"]``
+    steps."""
+    data = make_data(config)
+    runs = [build_run(config, s, data=data) for s in range(seeds)]
+    named = [dict(r.model.named_parameters()) for r in runs]
+    names = list(named[0])
+    params = [torch.stack([n[k].detach() for n in named]).requires_grad_() for k in names]
+    weights = [p for k, p in zip(names, params, strict=True) if k.endswith("weight")]
+    biases = [p for k, p in zip(names, params, strict=True) if k.endswith("bias")]
+    opt = torch.optim.SGD(params, lr=config["lr"])
+    gen = torch.Generator().manual_seed(0)
+    x_train, y_train, n = data.x_train, data.y_train, data.x_train.shape[0]
+
+    def steps() -> None:
+        for _ in range(config["steps"]):
+            idx = torch.randint(0, n, (seeds, config["batch_size"]), generator=gen)
+            h = x_train[idx]
+            for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
+                h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+                if i < len(weights) - 1:
+                    h = torch.relu(h)
+            loss = torch.nn.functional.cross_entropy(
+                h.reshape(-1, h.shape[-1]), y_train[idx].reshape(-1)) * seeds
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    return steps
