@@ -41,14 +41,17 @@ def resolve_device(name: object = "cpu") -> torch.device:
 
 
 def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+    """The optimizer ``name`` at learning rate ``lr``, in PyTorch's multi-tensor
+    (``foreach``) form: one call per step for all tensors rather than one per tensor, the
+    same results bit for bit (tested)."""
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr)
+        return torch.optim.SGD(params, lr=lr, foreach=True)
     if name == "momentum":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9)
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, foreach=True)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr)
+        return torch.optim.Adam(params, lr=lr, foreach=True)
     if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr)
+        return torch.optim.RMSprop(params, lr=lr, foreach=True)
     raise ValueError(f"unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}")
 
 
@@ -181,7 +184,8 @@ def train(model: nn.Module, next_batch: Callable[[], Batch],
                     watcher.enabled = False  # evaluation must not overwrite training stats
                 if evaluate:
                     row.update(evaluate(model, batch))
-                    model.train()
+                    if not model.training:  # evaluate() may leave it in eval mode
+                        model.train()
                 if remedies.stop_factor:
                     score = row.get("test_loss", row["loss"])
                     if math.isfinite(score) and (best is None or score < best[0]):
