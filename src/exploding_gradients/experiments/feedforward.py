@@ -327,6 +327,8 @@ def _batched_unsupported(config: dict) -> str:
 
     if config.get("outlier_prob", 0.0):
         return "outlier minibatches are drawn in the per-seed loop"
+    if config.get("layer_detail", False):
+        return "the detailed per-layer monitor runs in the per-seed loop"
     return unsupported_reason(config)
 
 
@@ -337,6 +339,10 @@ def _batched_unsupported(config: dict) -> str:
     Param("steps", "int", 200, "optimizer steps", low=1, high=10**7),
     Param("batch_size", "int", 64, "minibatch size", low=1, high=65536),
     Param("log_every", "int", 10, "steps between per-layer samples", low=1, high=10**7),
+    Param("layer_detail", "bool", False,
+          "also record, per layer at the sampled steps, the distributions of outputs and "
+          "weight gradients (quantiles, dead and saturated fractions), its update ratio and "
+          "the optimizer's moments"),
     Param("engine", "str", "loop",
           "how several seeds are computed: one after another (loop) or as one batched "
           "ensemble (batched: same results up to float rounding; configurations it does not "
@@ -344,7 +350,7 @@ def _batched_unsupported(config: dict) -> str:
     Param("device", "str", "cpu", "where to train: cpu, cuda, or auto (cuda if available); "
           "minibatches are drawn on the CPU either way", choices=DEVICES),
 ) + OUTLIER_PARAMS + REMEDY_PARAMS + PRECISION_PARAMS,
-    columns=TrainLog.COLUMNS + TrainLog.OUTCOME + ("outlier",),
+    columns=TrainLog.COLUMNS + TrainLog.OUTCOME,
     constraints=(batch_norm_batch, device_available, check_remedies, check_precision),
     memory=_training_memory,
     batched=_training_batched, batched_unsupported=_batched_unsupported)
@@ -360,7 +366,9 @@ def training(config: dict, seed: int) -> pd.DataFrame:
     where early stopping ended the run (``cause`` ``stopped_...``; the last row then
     measures the restored weights), -1 otherwise.  With ``outlier_prob`` > 0 some
     minibatches are outliers (see ``OUTLIER_PARAMS``), and the table gains the column
-    ``outlier``: 1 on the per-step rows of those steps, 0 on the others.
+    ``outlier``: 1 on the per-step rows of those steps, 0 on the others.  With
+    ``layer_detail`` the per-layer rows gain :attr:`..train.TrainLog.DETAIL` and their
+    own ``update_ratio``.
     """
     run = build_run(config, seed, resolve_device(config["device"]))
     log = train(run.model, run_batches(run, config, seed), run.data.loss,
@@ -368,8 +376,8 @@ def training(config: dict, seed: int) -> pd.DataFrame:
                 remedies=Remedies.from_config(config), log_every=config["log_every"],
                 layers=run.layers(), final=run.final(),
                 evaluate=lambda m, batch: evaluate(m, run.data),
-                precision=Precision.from_config(config))
-    table = log.table()
+                precision=Precision.from_config(config), detail=config["layer_detail"])
+    table = log.table(TrainLog.COLUMNS + (TrainLog.DETAIL if config["layer_detail"] else ()))
     if config["outlier_prob"]:
         hit = outlier_schedule(config, seed).numpy()
         table["outlier"] = np.where(table["layer"] == 0, hit[table["step"].to_numpy()], np.nan)
