@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .engine.params import ConfigError, Param
-from .monitor import GradientMonitor, UpdateRatio
+from .monitor import DETAIL_STATS, GradientMonitor, UpdateRatio, optimizer_moments
 from .precision import Precision
 from .remedies import Remedies
 
@@ -76,6 +76,10 @@ class TrainLog:
                "preact_var", "grad_zero_fraction", "attn_logit_max")
     #: How the run ended, repeated on every row.
     OUTCOME = ("diverged_step", "stopped_step", "cause")
+    #: The per-layer columns a detailed monitor adds (``train(..., detail=True)``): the
+    #: distributions of :data:`..monitor.DETAIL_STATS` and the optimizer's moments (each
+    #: layer's own ``update_ratio`` then fills that column on its rows).
+    DETAIL = (*DETAIL_STATS, "moment1", "moment2")
 
     def table(self, columns: tuple[str, ...] = COLUMNS) -> pd.DataFrame:
         """One row per logged step (``layer`` 0) and, if ``columns`` has ``layer``, per
@@ -110,7 +114,8 @@ def train(model: nn.Module, next_batch: Callable[[], Batch],
           layers: dict[str, nn.Module] | None = None, final: tuple[torch.Tensor, ...] = (),
           evaluate: Callable[[nn.Module, Batch], dict] | None = None,
           monitor: bool = True, precision: Precision = FP32,
-          on_step: Callable[[int, nn.Module], None] | None = None) -> TrainLog:
+          on_step: Callable[[int, nn.Module], None] | None = None,
+          detail: bool = False) -> TrainLog:
     """Train ``model`` for ``steps`` steps on minibatches from ``next_batch()``.
 
     Every step logs the loss (without the weight penalty), the total gradient norm
@@ -135,11 +140,18 @@ def train(model: nn.Module, next_batch: Callable[[], Batch],
     ``on_step(step, model)``, if given, is called at the start of every step, before
     its minibatch is drawn (a measurement of the model as the step finds it, such as
     the loss's curvature; it must not draw from the minibatch generator).
+
+    ``detail=True`` records more per layer at the sampled steps (:attr:`TrainLog.DETAIL`):
+    the monitor's distributions (``GradientMonitor(detail=True)``), each layer's own
+    update-to-weight ratio (in ``update_ratio``; 0 for a skipped step) and the size of
+    the optimizer's moments after the step (:func:`..monitor.optimizer_moments`).
     """
     opt = make_optimizer(optimizer, model.parameters(), lr)
     params = [p for p in model.parameters() if p.requires_grad]
     grads = FlatGrads(params)
-    watcher = GradientMonitor(model, layers, enabled=False) if monitor and layers != {} else None
+    watcher = GradientMonitor(model, layers, enabled=False, detail=detail) \
+        if monitor and layers != {} else None
+    detail = detail and watcher is not None
     ratio = UpdateRatio(params) if monitor else None
     clip, skip = remedies.clipper(), remedies.skipper()
     device = params[0].device if params else torch.device("cpu")
@@ -176,11 +188,12 @@ def train(model: nn.Module, next_batch: Callable[[], Batch],
                 scaler.unscale_(opt)  # before anything reads or clips the gradients
             if monitor:
                 row["grad_norm"] = grads.norm() / (scale if clip_scaled else 1.0)
+            layer_rows = []
             if sampled:
                 if watcher:
-                    log.layers.extend({"step": step, **s}
-                                      for s in _unscaled(watcher.layer_stats(), scale,
-                                                         clip_scaled))
+                    layer_rows = [{"step": step, **s}
+                                  for s in _unscaled(watcher.layer_stats(), scale, clip_scaled)]
+                    log.layers.extend(layer_rows)
                     watcher.enabled = False  # evaluation must not overwrite training stats
                 if evaluate:
                     row.update(evaluate(model, batch))
@@ -211,12 +224,16 @@ def train(model: nn.Module, next_batch: Callable[[], Batch],
                     scaler.update()
                 if sampled and ratio is not None:
                     row["update_ratio"] = 0.0
+                if sampled and detail:
+                    _detail_after_step(layer_rows, None, opt, watcher)
                 log.steps.append(row)
                 continue
             norm = row["grad_norm"] * (scale if clip_scaled else 1.0)
             row["clipped"] = float(clip(params, list(final), norm))
             if sampled and ratio is not None:
                 ratio.before_step()
+            if sampled and detail:
+                watcher.before_step()
             remedies.decay_(params, step_lr)
             if scaler:
                 scaler.step(opt)
@@ -227,11 +244,23 @@ def train(model: nn.Module, next_batch: Callable[[], Batch],
                 opt.step()
             if sampled and ratio is not None:
                 row["update_ratio"] = ratio.total()
+            if sampled and detail:
+                _detail_after_step(layer_rows, watcher.update_ratios(), opt, watcher)
             log.steps.append(row)
     finally:
         if watcher:
             watcher.remove()
     return log
+
+
+def _detail_after_step(rows: list[dict], ratios: dict[str, float] | None,
+                       opt: torch.optim.Optimizer, watcher: GradientMonitor) -> None:
+    """Add each layer's update ratio (``ratios``; None: the step was skipped, 0) and the
+    optimizer's moments after the step to the step's per-layer ``rows``."""
+    moments = optimizer_moments(opt, watcher.modules)
+    for row in rows:
+        row["update_ratio"] = 0.0 if ratios is None else ratios.get(row["name"], math.nan)
+        row.update(moments[row["name"]])
 
 
 def _unscaled(rows: list[dict], scale: float, grads_scaled: bool) -> list[dict]:
@@ -243,6 +272,9 @@ def _unscaled(rows: list[dict], scale: float, grads_scaled: bool) -> list[dict]:
         row["delta_norm"] /= scale
         if grads_scaled:
             row["grad_norm"] /= scale
+            for key in ("grad_q50", "grad_q99"):
+                if key in row:
+                    row[key] /= scale
     return rows
 
 

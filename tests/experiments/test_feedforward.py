@@ -217,3 +217,65 @@ def test_the_batched_engine_leaves_other_architectures_to_the_loop():
                      use_cache=False)
     loop = eg.run("training", dict(CNN, steps=5, n_train=64), seeds=2, use_cache=False)
     assert batched.equals(loop)
+
+
+# --------------------------------------------------------------------------- outlier batches
+
+OUTLIERS = dict(depth=3, width=16, n_train=256, batch_size=16, steps=40, log_every=10)
+
+
+def test_outlier_schedule_starts_episodes_of_burst_steps():
+    from exploding_gradients.data import outlier_generator, outlier_steps
+
+    hit = outlier_steps(2000, 0.01, 3, outlier_generator(0))
+    starts = hit & ~torch.cat([torch.tensor([False]), hit[:-1]])
+    assert 5 <= int(starts.sum()) <= 40  # ~20 episodes of 3 (some may merge)
+    runs = torch.diff(torch.nonzero(torch.diff(hit.int(), prepend=torch.tensor([0])))
+                      .flatten())[::2]
+    assert (runs >= 3).all()  # every episode lasts at least a burst
+    assert not outlier_steps(100, 0.0, 5, outlier_generator(0)).any()
+    assert torch.equal(hit, outlier_steps(2000, 0.01, 3, outlier_generator(0)))
+    with pytest.raises(ValueError, match="burst"):
+        outlier_steps(10, 0.5, 0, outlier_generator(0))
+
+
+def test_outlier_batches_corrupt_only_the_scheduled_batches():
+    from exploding_gradients.data import OutlierBatches
+
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.ones(4, 3), torch.tensor([0, 1, 2, 3])
+    schedule = torch.tensor([False, True, False])
+    batches = OutlierBatches(lambda: (x, y), schedule, "inputs", 7.0, gen)
+    assert torch.equal(batches()[0], x) and torch.equal(batches()[0], 7 * x)
+    assert torch.equal(batches()[0], x) and torch.equal(batches()[0], x)  # past the end
+    labels = OutlierBatches(lambda: (x, y), torch.tensor([True] * 50), "labels", 1.0, gen, 4)
+    drawn = torch.stack([labels()[1] for _ in range(50)])
+    assert drawn.min() >= 0 and drawn.max() <= 3 and not (drawn == y).all()
+    targets = OutlierBatches(lambda: (x, y.float()[:, None]), torch.tensor([True]), "labels",
+                             5.0, gen)
+    assert targets()[1].shape == (4, 1)
+    with pytest.raises(ValueError, match="outlier kind"):
+        OutlierBatches(lambda: (x, y), schedule, "pixels", 1.0, gen)
+
+
+def test_outliers_change_only_their_batches_and_are_recorded():
+    """Outliers of scale 1 are no outliers: the run is the clean run bit for bit, so the
+    minibatch sequence is the clean twin's; at scale 30 the outlier steps' gradients
+    are the large ones."""
+    clean = eg.run("training", OUTLIERS, seeds=1)
+    assert "outlier" not in clean
+    same = eg.run("training", OUTLIERS, seeds=1, outlier_prob=0.1, outlier_scale=1.0)
+    pd.testing.assert_frame_equal(same.drop(columns="outlier"), clean)
+    spiky = eg.run("training", OUTLIERS, seeds=1, outlier_prob=0.1, outlier_scale=30.0)
+    steps = spiky[spiky.layer == 0]
+    assert set(steps.outlier.unique()) == {0.0, 1.0}
+    assert spiky[spiky.layer > 0].outlier.isna().all()
+    first = int(steps[steps.outlier == 1].step.iloc[0])
+    before = clean[(clean.layer == 0) & (clean.step == first)].grad_norm.iloc[0]
+    assert steps[steps.step == first].grad_norm.iloc[0] > 5 * before
+    pd.testing.assert_frame_equal(  # identical up to the first outlier
+        steps[steps.step < first].drop(columns="outlier").reset_index(drop=True),
+        clean[(clean.layer == 0) & (clean.step < first)].reset_index(drop=True))
+    config = eg.REGISTRY["training"].resolve(dict(OUTLIERS, outlier_prob=0.1,
+                                                  engine="batched"))
+    assert not eg.REGISTRY["training"].runs_batched(config)

@@ -51,6 +51,7 @@ NAMES = (
     "clipping",
     "architecture",
     "optimization",
+    "spikes",
     "matrix",
     "monitoring",
     "scaling",

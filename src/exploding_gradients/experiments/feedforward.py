@@ -22,12 +22,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
 from ..activations import ACTIVATIONS
-from ..data import TASKS, Dataset, gaussian_inputs, make_images, make_sequences, make_task
+from ..data import (
+    OUTLIER_KINDS,
+    TASKS,
+    Dataset,
+    OutlierBatches,
+    gaussian_inputs,
+    make_images,
+    make_sequences,
+    make_task,
+    outlier_generator,
+    outlier_steps,
+)
 from ..engine import memory
 from ..engine.memory import ROW_BYTES
 from ..engine.params import ConfigError, Param
@@ -115,6 +127,21 @@ APPLIES_TO = {
 
 TEST_SAMPLES = 1024  # size of the synthetic test set
 
+# Spikes on purpose: some minibatches of a run are outliers (see data.OutlierBatches).
+OUTLIER_PARAMS = (
+    Param("outlier_prob", "float", 0.0,
+          "probability that an episode of outlier minibatches starts at a step (0 = none)",
+          low=0.0, high=1.0),
+    Param("outlier_kind", "str", "inputs",
+          "what an outlier minibatch is: inputs multiplied by outlier_scale, or random labels",
+          choices=OUTLIER_KINDS),
+    Param("outlier_scale", "float", 10.0,
+          "input multiplier of an outlier batch (inputs); std of its random regression "
+          "targets (labels)", low=0.0, high=1e6),
+    Param("outlier_burst", "int", 1, "consecutive outlier minibatches per episode", low=1,
+          high=10**6),
+)
+
 
 def generator(seed: int) -> torch.Generator:
     """The generator of one seed: every random draw of a run comes from it."""
@@ -180,6 +207,28 @@ class Run:
     def batches(self, batch_size: int):
         """Minibatches of the training set, drawn from the run's generator."""
         return minibatches(self.data.x_train, self.data.y_train, batch_size, self.generator)
+
+
+def outlier_schedule(config: dict, seed: int) -> torch.Tensor:
+    """Which steps (0 .. ``steps``) of seed ``seed`` of a ``training`` config draw an
+    outlier minibatch: the first draws of the seed's :func:`..data.outlier_generator`."""
+    return outlier_steps(config["steps"] + 1, config["outlier_prob"], config["outlier_burst"],
+                         outlier_generator(seed))
+
+
+def run_batches(run: Run, config: dict, seed: int):
+    """The minibatches a ``training`` run draws: the run's own, some of them outliers if
+    ``outlier_prob`` > 0 (the labels of an outlier batch come from the same generator,
+    after the schedule)."""
+    batches = run.batches(config["batch_size"])
+    if not config.get("outlier_prob"):
+        return batches
+    gen = outlier_generator(seed)
+    schedule = outlier_steps(config["steps"] + 1, config["outlier_prob"],
+                             config["outlier_burst"], gen)
+    classes = run.data.d_out if run.data.task == "classification" else None
+    return OutlierBatches(batches, schedule, config["outlier_kind"], config["outlier_scale"],
+                          gen, classes)
 
 
 def build_run(config: dict, seed: int, device: torch.device | str = "cpu",
@@ -253,6 +302,9 @@ def check_architecture(config: dict) -> None:
         if config["init"] == "lsuv":
             raise ConfigError("parameter 'init': got 'lsuv'; allowed for "
                               f"architecture='transformer': {', '.join(SCHEMES[:-1])}")
+        if config.get("outlier_prob") and config.get("outlier_kind") == "inputs":
+            raise ConfigError("parameter 'outlier_kind': got 'inputs'; allowed for "
+                              "architecture='transformer': labels (its inputs are tokens)")
 
 
 def device_available(config: dict) -> None:
@@ -452,6 +504,10 @@ def _training_batched(config: dict, seeds: list[int]) -> list[pd.DataFrame]:
 def _batched_unsupported(config: dict) -> str:
     from ..ensemble import unsupported_reason
 
+    if config.get("outlier_prob", 0.0):
+        return "outlier minibatches are drawn in the per-seed loop"
+    if config.get("layer_detail", False):
+        return "the detailed per-layer monitor runs in the per-seed loop"
     return unsupported_reason(config)
 
 
@@ -462,13 +518,18 @@ def _batched_unsupported(config: dict) -> str:
     Param("steps", "int", 200, "optimizer steps", low=1, high=10**7),
     Param("batch_size", "int", 64, "minibatch size", low=1, high=65536),
     Param("log_every", "int", 10, "steps between per-layer samples", low=1, high=10**7),
+    Param("layer_detail", "bool", False,
+          "also record, per layer at the sampled steps, the distributions of outputs and "
+          "weight gradients (quantiles, dead and saturated fractions), its update ratio and "
+          "the optimizer's moments"),
     Param("engine", "str", "loop",
           "how several seeds are computed: one after another (loop) or as one batched "
           "ensemble (batched: same results up to float rounding; configurations it does not "
           "support run the loop)", choices=("loop", "batched")),
     Param("device", "str", "cpu", "where to train: cpu, cuda, or auto (cuda if available); "
           "minibatches are drawn on the CPU either way", choices=DEVICES),
-) + REMEDY_PARAMS + PRECISION_PARAMS, columns=TrainLog.COLUMNS + TrainLog.OUTCOME,
+) + OUTLIER_PARAMS + REMEDY_PARAMS + PRECISION_PARAMS,
+    columns=TrainLog.COLUMNS + TrainLog.OUTCOME,
     constraints=(check_architecture, batch_norm_batch, device_available, check_remedies,
                  check_precision),
     memory=_training_memory,
@@ -484,14 +545,22 @@ def training(config: dict, seed: int) -> pd.DataFrame:
     ``cause`` (``nan_loss``, ``inf_loss``, ``nan_grad``, ``inf_grad``) are repeated on
     every row of a run that diverged; -1 and "" otherwise.  ``stopped_step`` is the step
     where early stopping ended the run (``cause`` ``stopped_...``; the last row then
-    measures the restored weights), -1 otherwise.
+    measures the restored weights), -1 otherwise.  With ``outlier_prob`` > 0 some
+    minibatches are outliers (see ``OUTLIER_PARAMS``), and the table gains the column
+    ``outlier``: 1 on the per-step rows of those steps, 0 on the others.  With
+    ``layer_detail`` the per-layer rows gain :attr:`..train.TrainLog.DETAIL` and their
+    own ``update_ratio``.
     """
     run = build_run(config, seed, resolve_device(config["device"]))
-    log = train(run.model, run.batches(config["batch_size"]), run.data.loss,
+    log = train(run.model, run_batches(run, config, seed), run.data.loss,
                 optimizer=config["optimizer"], lr=config["lr"], steps=config["steps"],
                 remedies=Remedies.from_config(config), log_every=config["log_every"],
                 layers=run.layers(), final=run.final(),
                 evaluate=lambda m, batch: evaluate(m, run.data),
-                precision=Precision.from_config(config))
-    return log.table()
+                precision=Precision.from_config(config), detail=config["layer_detail"])
+    table = log.table(TrainLog.COLUMNS + (TrainLog.DETAIL if config["layer_detail"] else ()))
+    if config["outlier_prob"]:
+        hit = outlier_schedule(config, seed).numpy()
+        table["outlier"] = np.where(table["layer"] == 0, hit[table["step"].to_numpy()], np.nan)
+    return table
 
