@@ -522,10 +522,10 @@ def _batched_unsupported(config: dict) -> str:
           "also record, per layer at the sampled steps, the distributions of outputs and "
           "weight gradients (quantiles, dead and saturated fractions), its update ratio and "
           "the optimizer's moments"),
-    Param("engine", "str", "loop",
-          "how several seeds are computed: one after another (loop) or as one batched "
-          "ensemble (batched: same results up to float rounding; configurations it does not "
-          "support run the loop)", choices=("loop", "batched")),
+    Param("engine", "str", "batched",
+          "how several seeds are computed: as one batched ensemble (batched, several times "
+          "faster; configurations it does not support run the loop) or one after another "
+          "(loop); the same results up to float rounding", choices=("loop", "batched")),
     Param("device", "str", "cpu", "where to train: cpu, cuda, or auto (cuda if available); "
           "minibatches are drawn on the CPU either way", choices=DEVICES),
 ) + OUTLIER_PARAMS + REMEDY_PARAMS + PRECISION_PARAMS,
