@@ -256,3 +256,10 @@ def test_drift_numbers_name_the_layer_that_moved(runs):
     assert n["clipping_mlp_drift_readout"] == "100"  # step 1: the last finite one
     assert n["clipping_mlp_drift_hidden"] == "0.1%"
     assert n["clipping_rnn_drift_readout"] == "–"  # no RNN run blew up
+
+
+def test_setting_numbers_quote_the_parameters_and_the_runs_batch_sizes(runs):
+    n = chapter.setting_numbers(runs["healthy"], P)
+    assert n["clipping_mlp_lr"] == P.mlp_lr and n["clipping_causes_lr_div"] == "0/2"
+    assert n["clipping_mlp_batch"] == 64 and n["clipping_rnn_batch"] == 32  # the defaults
+    assert n["clipping_blow_up"] == "10" and n["clipping_long_c"] == "1"

@@ -14,6 +14,7 @@ import pandas as pd
 
 from ..data import ADDING_BASELINE_MSE
 from ..engine.params import Param
+from ..engine.registry import get
 from ..study import plots
 from ..study.clip_directions import direction_summary
 from ..study.outcomes import BLOW_UP, k_of_n, mean_grad_norm, run_outcomes, summarize
@@ -217,6 +218,8 @@ def setting_numbers(causes_lr: pd.DataFrame, P: Params) -> dict:
     numbers["clipping_causes_lr_div"] = k_of_n(run_outcomes(causes_lr, tail=TAIL).diverged)
     numbers["clipping_blow_up"] = f"{BLOW_UP:g}"
     numbers["clipping_long_c"] = f"{P.rnn_long_threshold:g}"
+    for key, name in [("mlp", "training"), ("rnn", "rnn_training")]:  # the runs' defaults
+        numbers[f"clipping_{key}_batch"] = get(name).resolve({})["batch_size"]
     return numbers
 
 
