@@ -385,7 +385,7 @@ def fig_sharpness(traj: pd.DataFrame, P: Params) -> plt.Figure:
         sub = fit[fit.lr_ratio == r].pivot(index="step", columns="seed", values="fit")
         plots.band(ax, sub.index, sub, i, f"started at $r$ = {r:g}", markevery=1)
     ax.axhline(1.0, color="black", linestyle="--", linewidth=1)
-    ax.set_yscale("log")
+    plots.log_axis(ax)
     ax.set_xlabel("SGD step")
     ax.set_ylabel(r"$\eta\,\lambda_{\max}(t)/2$")
     ax.set_title(fig_label(P.depths[0], P.sigma_ws[0]))
