@@ -66,8 +66,8 @@ def test_runtime_numbers_follow_the_fitted_exponents(timed, P):
     assert numbers["scale_width_top_fit"] == "exponent 2.00"
     assert numbers["scale_seq_exp"] == "0.50"
     assert numbers["scale_seq_fit"].endswith("below the operation count's 1")
-    assert numbers["scale_summary"].startswith("The exponents below the operation count's "
-                                               "(sequence length)")
+    assert numbers["scale_summary"].startswith("The exponent below the operation count's "
+                                               "(sequence length) means")
 
 
 def test_the_top_half_is_fitted_on_its_own():

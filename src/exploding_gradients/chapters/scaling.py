@@ -190,8 +190,10 @@ def summary_sentence(fitted: dict[str, tuple[dict | None, dict | None]]) -> str:
         return ("Every measured exponent is below the operation count's: at these sizes the "
                 "fixed cost of each operation weighs as much as its arithmetic.")
     if below:
-        return (f"The exponents below the operation count's ({', '.join(below)}) mean that "
-                "the fixed cost of each operation weighs as much as its arithmetic there.")
+        one = len(below) == 1
+        return (f"The {'exponent' if one else 'exponents'} below the operation count's "
+                f"({', '.join(below)}) {'means' if one else 'mean'} that the fixed cost of "
+                "each operation weighs as much as its arithmetic there.")
     return "The measured exponents follow the operation count: the arithmetic dominates."
 
 
