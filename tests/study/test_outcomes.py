@@ -201,3 +201,15 @@ def test_spike_warnings_measures_the_lead_before_divergence():
     assert math.isnan(out.loc[1, "final_streak"])
     assert out.loc[1, "n_flags"] == 0 and math.isnan(out.loc[1, "lead_first"])
     assert out.loc[2, "diverged_step"] == 22 and math.isnan(out.loc[2, "lead_episode"])
+
+
+def test_blew_up_counts_a_finite_loss_far_above_its_start_and_every_divergence():
+    rows = []
+    for seed, (loss, diverge_at) in enumerate([([1.0, 0.5, 0.2], -1), ([1.0, 5.0, 20.0], -1),
+                                              ([1.0, 9.0, 10.0], -1), ([1.0, 2.0, np.nan], 2)]):
+        rows.append(pd.DataFrame({"seed": seed, "step": range(3), "loss": loss,
+                                  "diverged_step": diverge_at, "stopped_step": -1}))
+    out = outcomes.run_outcomes(pd.concat(rows, ignore_index=True))
+    assert out["blew_up"].tolist() == [False, True, False, True]
+    assert out.columns[-1] == "blew_up"  # added after the columns pages already read
+    assert outcomes.run_outcomes(rows[2], blow_up=5.0)["blew_up"].item()

@@ -98,3 +98,16 @@ def test_per_step_draws_one_median_line_per_group_from_the_per_step_rows():
     assert list(lines[1].get_ydata()) == [1, 3, 5, 7]
     assert ax.get_xlabel() == "step"
     plt.close(fig)
+
+
+def test_legend_below_gathers_each_label_once_under_the_panels():
+    fig, axes = plots.figure(1, 2)
+    for ax in axes:
+        ax.plot([1, 2], [1, 2], label="measured")
+        ax.axhline(1.5, label="reference")
+    axes[1].plot([1, 2], [2, 1], label="_hidden")
+    plots.legend_below(fig, ncol=2)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["measured", "reference"]
+    assert all(ax.get_position().y0 > 0.1 for ax in axes)  # room left for the legend
+    plots.check_legible(fig)
+    plt.close(fig)

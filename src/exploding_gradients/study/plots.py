@@ -242,6 +242,24 @@ def per_step(ax: plt.Axes, runs: pd.DataFrame, column: str, group: str, labels: 
     ax.set_xlabel("step")
 
 
+def legend_below(fig: plt.Figure, ncol: int = 2, handles=None, labels=None) -> None:
+    """One legend for the whole figure, under its panels, then ``tight_layout`` leaving it
+    room: the entries of every axes (each label once, in order of appearance) unless
+    ``handles`` and ``labels`` are given.  Several panels share one legend this way
+    instead of each covering its own data."""
+    if handles is None:
+        seen: dict = {}
+        for ax in fig.get_axes():
+            for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                if not label.startswith("_"):
+                    seen.setdefault(label, h)
+        labels, handles = list(seen), list(seen.values())
+    rows = -(-len(labels) // ncol)
+    fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=ncol)
+    bottom = (0.12 + 0.26 * rows) / fig.get_figheight()
+    fig.tight_layout(rect=(0, bottom, 1, 1))
+
+
 def theory_legend(ax: plt.Axes) -> None:
     """Add a 'dashed = theory' entry to the legend."""
     handles, labels = ax.get_legend_handles_labels()

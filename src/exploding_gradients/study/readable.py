@@ -43,3 +43,16 @@ def table(df: pd.DataFrame, digits: int = 3, missing: str = "–",
         if column not in formats and pd.api.types.is_float_dtype(df[column]):
             formats[column] = lambda v, d=digits: number(v, d, missing)
     return df.style.format(formats, na_rep=missing).hide()
+
+
+def median_range(values, digits: int = 3, missing: str = "–") -> str:
+    """``"median [min, max]"`` of the non-missing ``values``, each by :func:`number`; a
+    single value alone; ``missing`` when there is none (as ``study.outcomes.med_range``,
+    written for readers)."""
+    values = pd.Series(values, dtype=float).dropna()
+    if values.empty:
+        return missing
+    if len(values) == 1:
+        return number(values.iloc[0], digits)
+    return (f"{number(values.median(), digits)} [{number(values.min(), digits)}, "
+            f"{number(values.max(), digits)}]")
