@@ -24,8 +24,9 @@ def number(value, digits: int = 3, missing: str = "–") -> str:
         return "∞" if value > 0 else "−∞"
     if value == 0 or 1e-3 <= abs(value) < 1e4:
         text = f"{value:.{digits}g}"
-        if "e" not in text:
-            return text.replace("-", "−")
+        if "e" in text:  # more integer digits than significant ones: 1e+02 is 100
+            text = str(int(float(text)))
+        return text.replace("-", "−")
     mantissa, exponent = f"{value:.{digits - 1}e}".split("e")
     mantissa = mantissa.rstrip("0").rstrip(".") if "." in mantissa else mantissa
     power = f"10{str(int(exponent)).translate(_SUPERSCRIPT)}"
