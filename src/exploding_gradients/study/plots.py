@@ -161,7 +161,7 @@ def loss_panel(ax: plt.Axes, runs: pd.DataFrame, by_col: str, keys: list, labels
     if any_div:
         handles.append(plt.Line2D([], [], marker="X", color="gray", linestyle="", markersize=9))
         names.append("diverged (NaN/Inf) at this step")
-    ax.legend(handles, names, fontsize=9)
+    ax.legend(handles, names)
     if title:
         ax.set_title(title)
 
@@ -229,7 +229,7 @@ def outcome_legend(fig: plt.Figure, labels: dict, order: list, reference_label: 
                                     label=reference_label))
     handles.extend(extra)
     fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0),
-               ncol=ncol or len(handles), fontsize=9)
+               ncol=ncol or len(handles))
 
 
 def per_step(ax: plt.Axes, runs: pd.DataFrame, column: str, group: str, labels: dict) -> None:
