@@ -246,7 +246,12 @@ def ensemble_numbers(bench: dict, P: Params) -> dict:
     return {"scale_ens_seeds": P.ensemble_seeds, "scale_ens_steps": P.steps,
             "scale_ens_ratio": f"{bench['ratio']:.1f}", "scale_ens_engine": bench["engine"],
             "scale_ens_loop_ms": f"{1e3 * bench['loop_s']:.2f}",
-            "scale_ens_batched_ms": f"{1e3 * bench['batched_s']:.2f}"}
+            "scale_ens_batched_ms": f"{1e3 * bench['batched_s']:.2f}",
+            "scale_ens_bare_ms": f"{1e3 * bench['bare_s']:.2f}",
+            "scale_ens_over_bare": f"{bench['over_bare']:.2f}",
+            "scale_ens_peak": f"{bench['peak_flops'] / 1e9:.0f}",
+            **{f"scale_ens_{k}_share": f"{100 * bench[f'{k}_share']:.0f}%"
+               for k in ("loop", "batched", "bare")}}
 
 
 def sweep_numbers(speedup: dict, P: Params) -> dict:
