@@ -30,6 +30,8 @@ from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 
 import pytest
 
+from exploding_gradients.build.pdf import NAME as PDF
+
 pytestmark = pytest.mark.slow
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -40,7 +42,6 @@ SKIPPED_DIRS = {"_static", "_sources", "_images", "_downloads", "_sphinx_design_
 SCREENSHOT_PAGES = {"intro": "book/intro.html", "depth": "book/generated/depth.html",
                     "causes": "book/generated/causes.html"}
 WIDTHS = {"desktop": 1280, "phone": 390}
-PDF = "exploding-gradients.pdf"  # exploding_gradients.build.pdf.NAME
 IMAGE_SUFFIXES = (".png", ".svg", ".jpg", ".jpeg", ".gif", ".webp", ".pdf")
 TRACEBACK = re.compile(r"Traceback \(most recent call last\)"
                        r"|^\s*-{20,}\s*\n\s*\w+(Error|Exception)\b", re.MULTILINE)
