@@ -15,8 +15,8 @@ For each watched module it records, on every forward/backward pass while enabled
   ``.grad`` when asked, so it costs nothing during training), and ``grad_zero_fraction``,
   the fraction of its entries that are exactly zero (a half-precision gradient that
   underflowed, or dead units);
-* ``nonfinite`` - whether the output or its gradient held a NaN/Inf
-  (:meth:`GradientMonitor.first_nonfinite` says where it started);
+* ``nonfinite`` - whether the output, the gradient w.r.t. it or the weight's gradient
+  held a NaN/Inf (:meth:`GradientMonitor.first_nonfinite` says where it started);
 * ``calls`` - how many times the module ran in the pass (a shared layer runs more than
   once; its statistics are then those of its last call, with a warning).
 
@@ -167,6 +167,32 @@ class UpdateRatio:
         return as_floats(list(torch._foreach_div(update, weight)))
 
 
+def first_nonfinite_layer(rows: list[dict], key: str = "name"):
+    """Where NaN/Inf first appeared in one forward and backward pass, from one row per
+    layer, input side first, with ``preact_var``, ``delta_norm`` and ``grad_norm`` (as
+    :meth:`GradientMonitor.layer_stats` gives them, or the per-layer rows of a training
+    table at one step); returns the row's ``key``, or None if every value is finite.
+
+    Forward first: the input-most layer whose output was non-finite.  Otherwise the
+    backward pass, which reaches the output-most layer first and there computes the
+    gradient w.r.t. the layer's output before its weight's gradient: the output-most
+    layer whose either gradient was non-finite.  The weight's gradient counts because
+    it can overflow alone: each of its entries sums one product per sample, so in
+    half precision it passes the largest finite value before the gradients it is made
+    of (a NaN of a missing value counts too: pass 0.0 for what was not measured).
+    """
+    def bad(row: dict, column: str) -> bool:
+        return not math.isfinite(row.get(column, 0.0))
+
+    for row in rows:
+        if bad(row, "preact_var"):
+            return row[key]
+    for row in reversed(rows):
+        if bad(row, "delta_norm") or bad(row, "grad_norm"):
+            return row[key]
+    return None
+
+
 class GradientMonitor:
     """Forward/backward hooks that record per-layer statistics of ``model``.
 
@@ -265,9 +291,10 @@ class GradientMonitor:
     def layer_stats(self) -> list[dict]:
         """One dict per watched layer (in registration order) with the last pass's stats.
 
-        ``nonfinite`` says the layer's output or the gradient w.r.t. it held a NaN/Inf,
-        read off ``preact_var`` and ``delta_norm``, which are then NaN/Inf too (as they
-        are when the values are so large, beyond ~1e19, that their squares overflow).
+        ``nonfinite`` says the layer's output, the gradient w.r.t. it or its weight's
+        gradient held a NaN/Inf, read off ``preact_var``, ``delta_norm`` and
+        ``grad_norm``, which are then NaN/Inf too (as they are when the values are so
+        large, beyond ~1e19, that their squares overflow).
         """
         grads = [None if w is None else w.grad for w in map(_weight, self.modules.values())]
         present = [g.detach() for g in grads if g is not None]
@@ -277,33 +304,34 @@ class GradientMonitor:
         rows = []
         for index, (name, grad) in enumerate(zip(self.modules, grads, strict=True), start=1):
             s = stats[name]
+            grad_norm = float("nan") if grad is None else next(grad_norms)
             rows.append({
                 "layer": index,
                 "name": name,
-                "grad_norm": float("nan") if grad is None else next(grad_norms),
+                "grad_norm": grad_norm,
                 "grad_zero_fraction": float("nan") if grad is None else next(zeros),
                 "delta_norm": s.get("delta_norm", float("nan")),
                 "preact_var": s.get("preact_var", float("nan")),
-                "nonfinite": self._nonfinite(s, "preact_var") or self._nonfinite(s, "delta_norm"),
+                "nonfinite": self._nonfinite(s, "preact_var") or self._nonfinite(s, "delta_norm")
+                or (grad is not None and not math.isfinite(grad_norm)),
                 "calls": int(s.get("calls", 0)),
             })
         return rows
 
     def first_nonfinite(self) -> str | None:
-        """Name of the layer where NaN/Inf first appeared in the last pass, if anywhere.
-
-        Forward first: the input-most layer whose output was non-finite.  Otherwise the
-        backward pass: the output-most layer whose gradient was non-finite, since the
-        backward pass reaches it first.  (Non-finite as in :meth:`layer_stats`.)
-        """
+        """Name of the layer where NaN/Inf first appeared in the last pass, if anywhere:
+        :func:`first_nonfinite_layer` of its output, the gradient w.r.t. it, and its
+        weight's gradient (as in :meth:`layer_stats`; a module without a weight
+        gradient is judged on the first two)."""
         stats = self._read()
-        for name in self.modules:
-            if self._nonfinite(stats[name], "preact_var"):
-                return name
-        for name in reversed(self.modules):
-            if self._nonfinite(stats[name], "delta_norm"):
-                return name
-        return None
+        weights = {name: w.grad.detach() for name, w in
+                   zip(self.modules, map(_weight, self.modules.values()), strict=True)
+                   if w is not None and w.grad is not None}
+        grad_norms = dict(zip(weights, as_floats(norms(list(weights.values()))), strict=True))
+        return first_nonfinite_layer([
+            {"name": name, "preact_var": stats[name].get("preact_var", 0.0),
+             "delta_norm": stats[name].get("delta_norm", 0.0),
+             "grad_norm": grad_norms.get(name, 0.0)} for name in self.modules])
 
     def before_step(self) -> None:
         """Remember the watched layers' weights; call right before ``optimizer.step()``."""
