@@ -56,6 +56,40 @@ def test_nonfinite_gradient_is_traced_backwards():
         assert monitor.first_nonfinite() == "2"
 
 
+def test_a_half_precision_weight_gradient_that_overflows_alone_is_named():
+    """Each weight-gradient entry sums one product per sample: in float16 it passes
+    65504 while the gradients it is made of stay finite, and the monitor must say so."""
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 1))
+    with torch.no_grad():
+        for layer in model:
+            layer.weight.fill_(0.5)
+    x = torch.full((64, 4), 100.0)
+    with GradientMonitor(model) as monitor, torch.autocast("cpu", dtype=torch.float16):
+        out = model(x)
+    (out.float().sum() * 40.0).backward()  # dL/d(output) = 40: fine; dW3 = 64 x 40 x 400
+    rows = monitor.layer_stats()
+    assert all(math.isfinite(r["delta_norm"]) and math.isfinite(r["preact_var"]) for r in rows)
+    assert math.isinf(rows[2]["grad_norm"]) and rows[2]["nonfinite"]
+    assert monitor.first_nonfinite() == "2"  # the backward pass computes it first
+
+
+def test_first_nonfinite_layer_reads_forward_then_backward_from_rows():
+    from exploding_gradients.monitor import first_nonfinite_layer
+
+    inf, nan = float("inf"), float("nan")
+
+    def rows(*values):
+        return [{"layer": i, "preact_var": p, "delta_norm": d, "grad_norm": g}
+                for i, (p, d, g) in enumerate(values, start=1)]
+
+    assert first_nonfinite_layer(rows((1, 1, 1), (1, 1, 1)), "layer") is None
+    # forward: the input-most; it wins over any gradient
+    assert first_nonfinite_layer(rows((1, inf, 1), (inf, 1, 1), (nan, 1, 1)), "layer") == 2
+    # backward: the output-most layer with a non-finite delta or weight gradient
+    assert first_nonfinite_layer(rows((1, inf, inf), (1, 1, inf), (1, 1, 1)), "layer") == 2
+    assert first_nonfinite_layer(rows((1, nan, 1), (1, 1, 1)), "layer") == 1
+
+
 def test_derivative_stats_of_known_functions():
     from exploding_gradients.monitor import derivative_stats
 
@@ -620,7 +654,7 @@ def test_training_records_each_layers_update_ratio_and_moments():
     import exploding_gradients as eg
 
     config = dict(depth=3, width=8, n_train=64, batch_size=16, steps=20, log_every=5,
-                  optimizer="adam")
+                  optimizer="adam", engine="loop")  # as the detailed run, which needs it
     plain = eg.run("training", config, seeds=1)
     detailed = eg.run("training", config, seeds=1, layer_detail=True)
     shared = list(plain.columns)

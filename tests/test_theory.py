@@ -212,3 +212,35 @@ def test_batch_norm_relu_rate_is_yang_et_als_large_batch_limit():
                       seeds=2)
         rate = growth.growth_per_layer(runs, "delta_norm")["growth"] ** 2
         assert (rate / theory.BATCHNORM_RELU_CHI - 1).abs().max() < 0.1
+
+
+def test_gradient_entries_by_depth_is_input_gradient_by_depth_per_entry():
+    depths = [1, 3, 7, 20]
+    entries = theory.gradient_entries_by_depth("tanh", 1.5, 0.1, 20, 32, 4, 50, 1.3, 0.5)
+    direct = theory.input_gradient_by_depth("tanh", 1.5, 0.1, depths, 32, 4, 1.3, 0.5)
+    picked = entries.set_index("depth").loc[depths]
+    assert picked["delta1_norm"].to_numpy() == pytest.approx(direct["delta1_norm"].to_numpy(),
+                                                             rel=1e-12)
+    assert picked["q_out"].to_numpy() == pytest.approx(direct["q_out"].to_numpy(), rel=1e-12)
+    assert entries["delta_entry"].to_numpy() == pytest.approx(
+        entries["delta1_norm"].to_numpy() / math.sqrt(32 * 50))
+    assert entries["weight_entry"].to_numpy() == pytest.approx(
+        entries["delta_entry"].to_numpy() * math.sqrt(32 * 1.3))
+    # ReLU: the gradient doubles per layer at chi_1 = 2 once the output error dominates
+    relu = theory.gradient_entries_by_depth("relu", 2.0, 0.0, 30, 64, 1, 64)
+    assert relu["weight_entry"].iloc[29] / relu["weight_entry"].iloc[28] == pytest.approx(
+        2.0, rel=1e-6)
+
+
+def test_a_weight_gradient_entry_is_the_backpropagated_norm_over_the_width():
+    """dL/dW^1 sums one product per sample: in a measured network its mean square is
+    E||delta^1||^2 E[x^2] / N, the step from delta1_norm to weight_entry."""
+    import exploding_gradients as eg
+
+    width = 128
+    layers = eg.run("signal_propagation", depth=4, width=width, batch_size=64,
+                    activation="relu", init="normal", sigma_w=math.sqrt(2), seeds=8)
+    first = layers[layers.layer == 1]
+    weight_ms = np.mean((first.grad_norm.to_numpy() / width) ** 2)  # width x width entries
+    delta_ms = np.mean(first.delta_norm.to_numpy() ** 2)
+    assert weight_ms == pytest.approx(delta_ms / width, rel=0.15)  # inputs have E[x^2] = 1

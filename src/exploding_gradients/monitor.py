@@ -21,8 +21,8 @@ For each watched module it records, on every forward/backward pass while enabled
   (recomputed from its inputs and weights, masks ignored, since PyTorch never
   materializes them) and every :class:`~.models.transformer.AttentionLogits` it contains
   (only in the rows of modules that contain attention);
-* ``nonfinite`` - whether the output or its gradient held a NaN/Inf
-  (:meth:`GradientMonitor.first_nonfinite` says where it started);
+* ``nonfinite`` - whether the output, the gradient w.r.t. it or the weight's gradient
+  held a NaN/Inf (:meth:`GradientMonitor.first_nonfinite` says where it started);
 * ``calls`` - how many times the module ran in the pass (a shared layer runs more than
   once; its statistics are then those of its last call, with a warning).
 
@@ -318,6 +318,32 @@ class UpdateRatio:
         return as_floats(update), as_floats(weight)
 
 
+def first_nonfinite_layer(rows: list[dict], key: str = "name"):
+    """Where NaN/Inf first appeared in one forward and backward pass, from one row per
+    layer, input side first, with ``preact_var``, ``delta_norm`` and ``grad_norm`` (as
+    :meth:`GradientMonitor.layer_stats` gives them, or the per-layer rows of a training
+    table at one step); returns the row's ``key``, or None if every value is finite.
+
+    Forward first: the input-most layer whose output was non-finite.  Otherwise the
+    backward pass, which reaches the output-most layer first and there computes the
+    gradient w.r.t. the layer's output before its weight's gradient: the output-most
+    layer whose either gradient was non-finite.  The weight's gradient counts because
+    it can overflow alone: each of its entries sums one product per sample, so in
+    half precision it passes the largest finite value before the gradients it is made
+    of (a NaN of a missing value counts too: pass 0.0 for what was not measured).
+    """
+    def bad(row: dict, column: str) -> bool:
+        return not math.isfinite(row.get(column, 0.0))
+
+    for row in rows:
+        if bad(row, "preact_var"):
+            return row[key]
+    for row in reversed(rows):
+        if bad(row, "delta_norm") or bad(row, "grad_norm"):
+            return row[key]
+    return None
+
+
 class GradientMonitor:
     """Forward/backward hooks that record per-layer statistics of ``model``.
 
@@ -503,9 +529,10 @@ class GradientMonitor:
         """One dict per row (the watched modules in registration order, each attention
         followed by its projections) with the last pass's stats.
 
-        ``nonfinite`` says the layer's output or the gradient w.r.t. it held a NaN/Inf,
-        read off ``preact_var`` and ``delta_norm``, which are then NaN/Inf too (as they
-        are when the values are so large, beyond ~1e19, that their squares overflow).
+        ``nonfinite`` says the layer's output, the gradient w.r.t. it or its weight's
+        gradient held a NaN/Inf, read off ``preact_var``, ``delta_norm`` and
+        ``grad_norm``, which are then NaN/Inf too (as they are when the values are so
+        large, beyond ~1e19, that their squares overflow).
         """
         grads = {row: [_take(p, grad=True) for p in pieces] for row, pieces in self._rows.items()}
         present = [g.detach() for gs in grads.values() for g in gs if g is not None]
@@ -517,16 +544,18 @@ class GradientMonitor:
             s, found = stats[name], [g for g in gs if g is not None]
             row_norms = [next(grad_norms) for _ in found]
             zero = sum(next(zeros) for _ in found)
+            grad_norm = (float("nan") if not found else row_norms[0] if len(found) == 1
+                         else math.sqrt(sum(v * v for v in row_norms)))
             rows.append({
                 "layer": index,
                 "name": name,
-                "grad_norm": (float("nan") if not found else row_norms[0] if len(found) == 1
-                              else math.sqrt(sum(v * v for v in row_norms))),
+                "grad_norm": grad_norm,
                 "grad_zero_fraction": (zero / sum(g.numel() for g in found) if found
                                        else float("nan")),
                 "delta_norm": s.get("delta_norm", float("nan")),
                 "preact_var": s.get("preact_var", float("nan")),
-                "nonfinite": self._nonfinite(s, "preact_var") or self._nonfinite(s, "delta_norm"),
+                "nonfinite": self._nonfinite(s, "preact_var") or self._nonfinite(s, "delta_norm")
+                or (bool(found) and not math.isfinite(grad_norm)),
                 "calls": int(s.get("calls", 0)),
                 **({k: s.get(k, math.nan) for k in DETAIL_STATS} if self.detail else {}),
             })
@@ -535,20 +564,19 @@ class GradientMonitor:
         return rows
 
     def first_nonfinite(self) -> str | None:
-        """Name of the layer where NaN/Inf first appeared in the last pass, if anywhere.
-
-        Forward first: the input-most layer whose output was non-finite.  Otherwise the
-        backward pass: the output-most layer whose gradient was non-finite, since the
-        backward pass reaches it first.  (Non-finite as in :meth:`layer_stats`.)
-        """
+        """Name of the layer where NaN/Inf first appeared in the last pass, if anywhere:
+        :func:`first_nonfinite_layer` of its output, the gradient w.r.t. it, and its
+        weight's gradient (as in :meth:`layer_stats`; a module without a weight
+        gradient is judged on the first two)."""
         stats = self._read()
-        for name in self.modules:
-            if self._nonfinite(stats[name], "preact_var"):
-                return name
-        for name in reversed(self.modules):
-            if self._nonfinite(stats[name], "delta_norm"):
-                return name
-        return None
+        grads = {name: [g for g in (_take(p, grad=True) for p in self._rows[name])
+                        if g is not None] for name in self.modules}
+        grads = {name: torch.stack(norms(gs)).norm() for name, gs in grads.items() if gs}
+        grad_norms = dict(zip(grads, as_floats(list(grads.values())), strict=True))
+        return first_nonfinite_layer([
+            {"name": name, "preact_var": stats[name].get("preact_var", 0.0),
+             "delta_norm": stats[name].get("delta_norm", 0.0),
+             "grad_norm": grad_norms.get(name, 0.0)} for name in self.modules])
 
     def before_step(self) -> None:
         """Remember the watched weights; call right before ``optimizer.step()``."""

@@ -154,6 +154,44 @@ def input_gradient_by_depth(activation: str, sigma_w: float, sigma_b: float,
     return pd.DataFrame(rows)
 
 
+def gradient_entries_by_depth(activation: str, sigma_w: float, sigma_b: float, max_depth: int,
+                              batch_size: int, d_out: int, width: int, input_q: float = 1.0,
+                              target_var: float = 1.0) -> pd.DataFrame:
+    """Predicted size of a typical gradient *entry* at the first layer, for networks of
+    every depth 1 .. ``max_depth``: what a number format has to hold.
+
+    ``delta1_norm`` is :func:`input_gradient_by_depth`'s ||dL/dh^1|| (computed in one
+    pass: the first L layers of a deeper network are those of the network of depth L).
+    Its root-mean-square entry over the batch_size x width values is ``delta_entry`` =
+    delta1_norm / sqrt(batch_size width).  The first layer's weight gradient sums one
+    product per sample, dL/dW^1_ij = sum_b delta^1_bi x_bj; treating the samples' terms
+    as independent (the mean-field treatment of the batch), its mean square is
+    sum_b E[delta_bi^2] E[x_bj^2], so its root-mean-square entry is
+
+        ``weight_entry`` = delta1_norm sqrt(input_q / width),
+
+    sqrt(batch_size input_q) times ``delta_entry``.  Both change by chi^l per layer
+    like delta1_norm (Poole et al. 2016; Schoenholz et al. 2017).  A format overflows
+    when its largest entry passes the largest finite value and flushes an entry to zero
+    below half its smallest subnormal (IEEE 754); the largest of many entries is some
+    times the typical one, so the first overflow comes a little before the typical entry
+    reaches the limit.
+    """
+    if max_depth < 1:
+        raise ValueError(f"gradient_entries_by_depth needs max_depth >= 1, got {max_depth}")
+    qs = [sigma_w**2 * input_q + sigma_b**2]
+    for _ in range(max_depth - 1):
+        qs.append(length_map(activation, sigma_w, sigma_b, qs[-1]))
+    log_chi = np.cumsum(np.log([max(chi(activation, sigma_w, q), 1e-300) for q in qs]))
+    q_out = np.array([length_map(activation, sigma_w, sigma_b, q) for q in qs])
+    log_sq = np.log((q_out + target_var) / (batch_size * d_out)) + log_chi
+    delta1 = np.exp(log_sq / 2)
+    return pd.DataFrame({"depth": np.arange(1, max_depth + 1), "q_out": q_out,
+                         "delta1_norm": delta1,
+                         "delta_entry": delta1 / math.sqrt(batch_size * width),
+                         "weight_entry": delta1 * math.sqrt(input_q / width)})
+
+
 def critical_sigma_w(activation: str, sigma_b: float = 0.0, low: float = 0.05,
                      high: float = 10.0, tol: float = 1e-5) -> float:
     """sigma_w at which chi_1 = 1 (the order-to-chaos boundary), by bisection.

@@ -47,6 +47,7 @@ NAMES = (
     "learning_rate",
     "normalization",
     "recurrence",
+    "precision",
     "causes",
     "clipping",
     "architecture",
