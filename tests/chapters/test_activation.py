@@ -71,7 +71,7 @@ def test_saturation_numbers_and_figure():
     assert numbers["act_sigmoid_explode_from"] == "never in this range"
     assert numbers["act_tanh_sat_max"] == "0.60" and numbers["act_tanh_growth_at_max_sat"] == \
         "4.00"
-    assert numbers["act_tanh_corr"] == "-1.00"  # saturation up, E[phi'^2] down
+    assert numbers["act_tanh_corr"] == "−1.00"  # saturation up, E[phi'^2] down
     assert numbers["act_tanh_critical"] == "1.00"
     assert float(numbers["act_tanh_min_chi_above_one"]) > 1  # keeping q* > 0 explodes
     summary = chapter.saturation_summary(saturation())

@@ -105,6 +105,10 @@ CHAPTER = Chapter(
     },
 )
 
+#: How figures name the activations (no underscores, the usual capitals).
+DISPLAY = {"relu": "ReLU", "leaky_relu": "leaky ReLU", "elu": "ELU", "selu": "SELU",
+           "gelu": "GELU"}
+
 #: The saturating activations of the weight-scale sweep.
 SATURATING = ("tanh", "sigmoid")
 #: The two training runs of each activation: at the shared sigma_w, at its critical one.
@@ -167,12 +171,12 @@ def fig_matched(matched: pd.DataFrame, P: Params) -> plt.Figure:
     acts = list(P.activations)
     rel = matched.copy()
     rel["rel"] = growth.relative_to_last(rel, "delta_norm", ["activation"])
-    plots.per_layer(axes[0], rel, "rel", "activation", {a: a for a in acts})
+    plots.per_layer(axes[0], rel, "rel", "activation", {a: DISPLAY.get(a, a) for a in acts})
     axes[0].set_ylabel(r"$\|\delta^l\| \,/\, \|\delta^L\|$")
     for i, a in enumerate(acts):
         sub = matched[matched.activation == a].pivot(index="layer", columns="seed",
                                                      values="saturated")
-        plots.band(axes[1], sub.index, sub, i, a)
+        plots.band(axes[1], sub.index, sub, i, DISPLAY.get(a, a))
     for ax in axes:
         ax.set_xlabel("layer $l$")
     axes[1].set_ylabel("fraction of saturated units")
@@ -217,7 +221,9 @@ def fig_saturation(sat: pd.DataFrame, P: Params) -> plt.Figure:
         axes[2].plot(fine, [_predicted_factor(a, x, P) for x in fine], "--", color=s["color"])
     axes[0].set_xscale("log")
     axes[2].set_xlabel(r"$\sigma_w$")
+    axes[2].xaxis.set_major_locator(plt.LogLocator(subs=(1.0, 2.0, 5.0)))
     axes[2].xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
+    axes[2].xaxis.set_minor_formatter(plt.NullFormatter())
     axes[0].set_ylabel("saturated fraction")
     axes[1].set_ylabel(r"measured $\mathbb{E}[\phi'(h)^2]$")
     axes[1].set_yscale("log")
@@ -251,7 +257,8 @@ def saturation_numbers(sat: pd.DataFrame, P: Params) -> dict:
         numbers[f"act_{a}_critical"] = f"{critical_sigma_w(a):.2f}"
     corr = saturation_per_seed(sat).groupby("activation")[["saturated", "dphi_sq"]].corr(
         method="spearman")
-    numbers["act_tanh_corr"] = f"{corr.loc[('tanh', 'saturated'), 'dphi_sq']:.2f}"
+    numbers["act_tanh_corr"] = f"{corr.loc[('tanh', 'saturated'), 'dphi_sq']:.2f}".replace(
+        "-", "−")
     chis = [theory.chi1("tanh", x, 0.0) for x in np.linspace(1.05, 4.0, 12)]
     numbers["act_tanh_min_chi_above_one"] = f"{min(chis):.4f}"
     return numbers

@@ -423,8 +423,7 @@ def fig_training(runs: pd.DataFrame, P: Params) -> plt.Figure:
     hidden layer's weight-gradient norm at step 0."""
     fig, axes = plots.figure(2, 1, height=7.4)
     labels = {s: s for s in P.train_inits}
-    plots.loss_panel(axes[0], runs, "init", list(P.train_inits), labels, smooth=1)
-    axes[0].set_ylabel("training loss (cross-entropy)")
+    plots.loss_panel(axes[0], runs, "init", list(P.train_inits), labels)
     for text in axes[0].get_legend().get_texts():  # the shared panel writes 9 pt
         text.set_fontsize(10)
     plots.log_axis(axes[0])
