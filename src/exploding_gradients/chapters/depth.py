@@ -53,7 +53,7 @@ CHAPTER = Chapter(
         "quick": dict(seeds=2, depth=12, width=64, depths=[2, 4, 8, 12],
                       spread_widths=[16, 32], spread_depth=8, spread_seeds=4),
         "default": dict(seeds=6, depth=50, width=256, depths=[1, 2, 5, 10, 20, 50, 100],
-                        spread_widths=[32, 64, 128], spread_depth=32, spread_seeds=24),
+                        spread_widths=[32, 64, 128], spread_depth=32, spread_seeds=48),
         "full": dict(seeds=20, depth=100, width=1024,
                      depths=[1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200],
                      spread_widths=[32, 64, 128, 256, 512], spread_depth=128,

@@ -314,6 +314,8 @@ def isometry_numbers(spectra: pd.DataFrame, P: Params) -> dict:
                f"{P.jacobian_tanh_sigma_w:g}",
                "init_jac_tanh_q": f"{theory.q_fixed_point('tanh', P.jacobian_tanh_sigma_w, 0):.3f}",
                "init_jac_tanh_chi": f"{theory.chi1('tanh', P.jacobian_tanh_sigma_w, 0):.4f}"}
+    for act, pred in table.groupby(level="activation")["predicted mean s²"].first().items():
+        numbers[f"init_jac_{act}_pred"] = f"{pred:.2f}"
     for (act, weights), row in table.iterrows():
         key = f"init_jac_{act}_{weights}"
         numbers[key + "_within"] = f"{row['within ×2 of 1']:.0%}"
