@@ -42,6 +42,8 @@ CHAPTER = Chapter(
               "activations of the interactive explorer", choices=tuple(ACTIVATIONS)),
         Param("explorer_sigma_w", "list[float]", [0.8, 1.0, 1.2, 1.4142, 1.5, 1.6, 2.0],
               "sigma_w values of the interactive explorer", low=0.01, high=10.0),
+        from_profile("explorer_seeds", "int", "seeds per configuration of the explorer",
+                     low=1, high=1000),
         from_profile("spread_widths", "list[int]", "widths of the finite-width sweep", low=2,
                      high=8192),
         from_profile("spread_depth", "int", "hidden layers of the finite-width sweep", low=2,
@@ -50,11 +52,12 @@ CHAPTER = Chapter(
                      low=3, high=10000),
     ),
     {
-        "quick": dict(seeds=2, depth=12, width=64, depths=[2, 4, 8, 12],
+        "quick": dict(seeds=2, depth=12, width=64, depths=[2, 4, 8, 12], explorer_seeds=2,
                       spread_widths=[16, 32], spread_depth=8, spread_seeds=4),
         "default": dict(seeds=6, depth=50, width=256, depths=[1, 2, 5, 10, 20, 50, 100],
-                        spread_widths=[32, 64, 128], spread_depth=32, spread_seeds=48),
-        "full": dict(seeds=20, depth=100, width=1024,
+                        explorer_seeds=3, spread_widths=[32, 64, 128], spread_depth=32,
+                        spread_seeds=32),
+        "full": dict(seeds=20, depth=100, width=1024, explorer_seeds=20,
                      depths=[1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200],
                      spread_widths=[32, 64, 128, 256, 512], spread_depth=128,
                      spread_seeds=100),
@@ -99,6 +102,7 @@ def layer_numbers(layers: pd.DataFrame, P: Params) -> dict:
     uniform_error = (table["mean"] / table["uniform"] - 1).abs().max()
     tanh_error = table.loc[table.activation == "tanh", "rel_error"].abs().max()
     numbers = {"depth_depth": P.depth, "depth_width": P.width, "depth_seeds": P.seeds,
+               "depth_explorer_seeds": P.explorer_seeds,
                "depth_worst_error_pct": f"{100 * table['rel_error'].abs().max():.1f}",
                "depth_tanh_worst_error_pct": f"{100 * tanh_error:.1f}",
                "depth_uniform_worst_error_pct": f"{100 * uniform_error:.1f}"}
@@ -267,7 +271,7 @@ def explorer_html(explored: pd.DataFrame, P: Params) -> str:
     """The explorer of the page, as HTML that loads plotly.js from the site itself."""
     data = explorer_data(explored, P)
     table = growth_table(explored, P).set_index(BY)
-    notes = {key: (f"measured {row['mean']:.3f} per layer (mean over {row['count']} seeds), "
+    notes = {key: (f"measured {row['mean']:.3f} per layer (mean over {int(row['count'])} seeds), "
                    f"predicted {row['predicted']:.3f}")
              for key, row in table.iterrows()}
     fig = explorer.profile_explorer(

@@ -127,5 +127,4 @@ def to_html(fig, src: str = PAGE_SRC, div_id: str | None = None) -> str:
     page: the site's own copy), responsive to the column's width."""
     return fig.to_html(full_html=False, include_plotlyjs=src, include_mathjax=False,
                        div_id=div_id, default_width="100%",
-                       config={"responsive": True, "displaylogo": False,
-                               "modeBarButtonsToRemove": ["select2d", "lasso2d"]})
+                       config={"responsive": True, "displayModeBar": False})
