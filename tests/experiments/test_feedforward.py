@@ -279,3 +279,39 @@ def test_outliers_change_only_their_batches_and_are_recorded():
     config = eg.REGISTRY["training"].resolve(dict(OUTLIERS, outlier_prob=0.1,
                                                   engine="batched"))
     assert not eg.REGISTRY["training"].runs_batched(config)
+
+
+def test_jacobian_spectrum_of_orthogonal_linear_layers_is_flat():
+    # a product of orthogonal matrices times sigma_w^(L-1): every singular value the same
+    df = eg.run("jacobian_spectrum", depth=5, width=16, activation="linear",
+                weights="orthogonal", sigma_w=1.3, inputs=2)
+    assert list(df.columns[:4]) == ["seed", "input", "index", "singular_value"]
+    assert len(df) == 2 * 16
+    assert df["singular_value"].to_numpy() == pytest.approx(1.3**4, rel=1e-5)  # float32 W
+
+
+def test_jacobian_spectrum_is_the_spectrum_of_the_backward_jacobian():
+    """The singular values of dh^L/dh^1 of the very network signal_propagation builds,
+    computed here with autograd through the model's own blocks."""
+    from exploding_gradients.data import gaussian_inputs
+    from exploding_gradients.experiments.feedforward import generator
+    from exploding_gradients.models.mlp import build_mlp
+
+    config = {"width": 12, "depth": 4, "activation": "tanh", "normalization": "none",
+              "residual": False, "init": "normal", "sigma_w": 1.5, "sigma_b": 0.2}
+    df = eg.run("jacobian_spectrum", depth=4, width=12, activation="tanh", sigma_w=1.5,
+                sigma_b=0.2, input_q=0.5, seeds=1)
+    gen = generator(0)
+    model = build_mlp(config, d_in=12, d_out=1, generator=gen).double()
+    x = gaussian_inputs(1, 12, gen).double()[0] * 0.5**0.5
+    h1 = model.blocks[0].linear(x)
+
+    def rest(h):
+        out = h
+        for block in model.blocks[1:]:
+            out = block.linear(block.act(out))
+        return out
+
+    jac = torch.autograd.functional.jacobian(rest, h1)
+    expected = torch.linalg.svdvals(jac).detach().numpy()
+    assert df["singular_value"].to_numpy() == pytest.approx(expected, rel=1e-6)

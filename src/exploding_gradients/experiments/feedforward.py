@@ -564,3 +564,74 @@ def training(config: dict, seed: int) -> pd.DataFrame:
         table["outlier"] = np.where(table["layer"] == 0, hit[table["step"].to_numpy()], np.nan)
     return table
 
+
+
+# --------------------------------------------------------------------------- Jacobian
+
+WEIGHTS = ("gaussian", "orthogonal")
+
+
+def _jacobian_memory(config: dict) -> tuple[int, dict[str, int]]:
+    width = config["width"]
+    return 8, {"parameters": 2 * config["depth"] * (width * width + width),
+               "jacobian": 3 * width * width,
+               "results": ROW_BYTES // 8 * width * config["inputs"]}
+
+
+@experiment("jacobian_spectrum", (
+    Param("depth", "int", 30, "number of hidden layers", low=2, high=1000),
+    Param("width", "int", 128, "units per hidden layer (and input dimension)", low=1,
+          high=4096),
+    Param("activation", "str", "tanh", "nonlinearity after each hidden layer",
+          choices=tuple(ACTIVATIONS)),
+    Param("weights", "str", "gaussian",
+          "hidden weights: gaussian, N(0, sigma_w^2/width), or orthogonal, sigma_w times a "
+          "random orthogonal matrix (the same variance)", choices=WEIGHTS),
+    Param("sigma_w", "float", 1.0, "weight scale", low=0.0, high=100.0),
+    Param("sigma_b", "float", 0.0, "bias standard deviation", low=0.0, high=100.0),
+    Param("input_q", "float", 1.0, "mean squared input coordinate (layer 1 then has "
+          "q = sigma_w^2 input_q + sigma_b^2)", low=1e-8, high=1e4),
+    Param("inputs", "int", 1, "inputs, each with its own Jacobian", low=1, high=1000),
+), columns=("input", "index", "singular_value"), memory=_jacobian_memory)
+def jacobian_spectrum(config: dict, seed: int) -> pd.DataFrame:
+    """Singular values of the Jacobian dh^L/dh^1 of a freshly initialized MLP, per input.
+
+    This is the matrix that carries the gradient from the last hidden layer's
+    pre-activations back to the first's (delta^1 = J^T delta^L), the product
+    W^L D^{L-1} ... W^2 D^1 with D^l = diag(phi'(h^l)) (Pennington, Schoenholz & Ganguli
+    2017): its mean squared singular value is the mean-field prod chi^l, its spread is
+    what "dynamical isometry" asks to be small.  The network is the book's MLP
+    (:func:`..models.mlp.build_mlp`, ``init="normal"``, input dimension = width), whose
+    hidden weights are redrawn orthogonal for ``weights="orthogonal"``; the product is
+    formed in float64.  Rows: ``input``, ``index`` (1 = largest) and ``singular_value``.
+    """
+    gen = generator(seed)
+    width = config["width"]
+    model_config = {"width": width, "depth": config["depth"],
+                    "activation": config["activation"], "normalization": "none",
+                    "residual": False, "init": "normal", "sigma_w": config["sigma_w"],
+                    "sigma_b": config["sigma_b"]}
+    model = build_mlp(model_config, d_in=width, d_out=1, generator=gen)
+    linears = model.hidden_layers()
+    if config["weights"] == "orthogonal":
+        with torch.no_grad():
+            for linear in linears:
+                nn.init.orthogonal_(linear.weight, gain=config["sigma_w"], generator=gen)
+    x = gaussian_inputs(config["inputs"], width, gen).double() * config["input_q"] ** 0.5
+    act = model.blocks[0].act.double()
+    weights = [lin.weight.detach().double() for lin in linears]
+    biases = [lin.bias.detach().double() for lin in linears]
+    rows = []
+    for i, xi in enumerate(x):
+        h = weights[0] @ xi + biases[0]
+        jac = torch.eye(width, dtype=torch.float64)
+        for w, b in zip(weights[1:], biases[1:], strict=True):
+            z = h.clone().requires_grad_(True)
+            out = act(z)
+            (slope,) = torch.autograd.grad(out.sum(), z)
+            jac = w @ (slope[:, None] * jac)
+            h = w @ out.detach() + b
+        values = torch.linalg.svdvals(jac).numpy()
+        rows.append(pd.DataFrame({"input": i, "index": range(1, width + 1),
+                                  "singular_value": values}))
+    return pd.concat(rows, ignore_index=True)
