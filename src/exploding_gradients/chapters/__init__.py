@@ -53,6 +53,7 @@ NAMES = (
     "optimization",
     "matrix",
     "monitoring",
+    "convnets",
     "scaling",
 )
 

@@ -307,7 +307,7 @@ def case_numbers(case_runs: pd.DataFrame, P: Params) -> dict:
         "cnn_large_step": med_range(steps, "{:g}"),
         "cnn_large_grad0": readable.number(large.first_grad_norm.median()),
         "cnn_large_grad_ratio": readable.number(
-            large.first_grad_norm.median() / he.first_grad_norm.median(), 2),
+            large.first_grad_norm.median() / he.first_grad_norm.median()),
         "cnn_he_grad0": readable.number(he.first_grad_norm.median()),
         "cnn_xavier_grad0": readable.number(xavier.first_grad_norm.median()),
         "cnn_he_div": k_of_n(he.diverged), "cnn_xavier_div": k_of_n(xavier.diverged),
@@ -415,7 +415,7 @@ def variant_numbers(case_runs: pd.DataFrame, arch_runs: pd.DataFrame, P: Params)
             "cnn_res1_loss": loss(res1),
             "cnn_res1_grad0": readable.number(res1.first_grad_norm.median()),
             "cnn_res1_grad_ratio": readable.number(
-                res1.first_grad_norm.median() / he.first_grad_norm.median(), 2),
+                res1.first_grad_norm.median() / he.first_grad_norm.median()),
             "cnn_nf_div": k_of_n(nf.diverged), "cnn_nf_acc": _acc(nf), "cnn_nf_loss": loss(nf),
             "cnn_nf_grad0": readable.number(nf.first_grad_norm.median())}
 
@@ -459,9 +459,13 @@ def fig_agc(agc_runs: pd.DataFrame, P: Params) -> plt.Figure:
         ok = ~g.diverged.to_numpy()
         ax.scatter(i + jitter[ok], g.final_accuracy.to_numpy()[ok], color=s["color"],
                    marker=s["marker"], s=40, zorder=3)
-        ax.scatter(i + jitter[~ok], np.full((~ok).sum(), 0.97), marker="X", s=80,
+        ax.scatter(i + jitter[~ok], np.full((~ok).sum(), 0.95), marker="X", s=80,
                    color=s["color"], transform=ax.get_xaxis_transform(), zorder=4)
-    ax.axhline(majority_accuracy(P), color="black", linestyle="--", linewidth=1)
+    majority = majority_accuracy(P)
+    ax.axhline(majority, color="black", linestyle="--", linewidth=1)
+    top = 1.25 * max(out.final_accuracy.max(skipna=True), majority)
+    ax.set_ylim(0, top)  # the crosses sit in a band above every accuracy
+    ax.axhline(0.9 * top, color="0.7", linewidth=0.6)
     ax.set_xticks(range(len(cases)),
                   [c.replace(" + AGC", "\nAGC").replace("lr ", "lr = ") for c in cases])
     ax.set_ylabel("final test accuracy")
@@ -469,5 +473,4 @@ def fig_agc(agc_runs: pd.DataFrame, P: Params) -> plt.Figure:
                plt.Line2D([], [], color="black", linestyle="--")]
     ax.legend(handles, ["diverged (NaN/Inf), one per seed", "most frequent class"],
               loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2)
-    ax.set_ylim(0, None)
     return fig
