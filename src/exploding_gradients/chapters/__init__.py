@@ -55,6 +55,7 @@ NAMES = (
     "spikes",
     "matrix",
     "monitoring",
+    "convnets",
     "scaling",
 )
 
