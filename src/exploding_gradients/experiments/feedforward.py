@@ -66,7 +66,9 @@ MODEL_PARAMS = (
           high=100.0),
     Param("normalization", "str", "none", "normalization after each Linear",
           choices=NORMALIZATIONS),
-    Param("residual", "bool", False, "wrap each hidden layer in a skip connection"),
+    Param("residual", "bool", False,
+          "wrap each hidden layer whose input and output sizes agree in a skip connection "
+          "(all but the first when the input's width or channels differ)"),
     Param("residual_scale", "float", 1.0,
           "multiplier of each residual branch, x + scale * block(x) (SkipInit-style when "
           "small)", low=0.0, high=100.0),
