@@ -14,12 +14,15 @@ from __future__ import annotations
 import ast
 import json
 import math
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 VERDICTS = ("supported", "nuanced", "refuted", "untestable here")
+#: Where the book build puts the executed pages (set by ``build.bookbuild`` for the kernel).
+PAGES_ENV = "EXPLODING_GRADIENTS_PAGES"
 _SUPERSCRIPT = str.maketrans("⁻⁰¹²³⁴⁵⁶⁷⁸⁹", "-0123456789")
 _NUMBER = re.compile(r"^\s*([−+-]?\d[\d,]*(?:\.\d*)?|[−+-]?\.\d+)?\s*(?:×\s*)?"
                      r"(?:10([⁻⁰¹²³⁴⁵⁶⁷⁸⁹]+))?\s*(%)?\s*$")
@@ -79,9 +82,22 @@ class Numbers:
     so a renamed number breaks the ledger's build instead of silently changing a verdict.
     """
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path | None = None):
+        """``folder``: the executed pages; default ``$EXPLODING_GRADIENTS_PAGES`` (the
+        book build's), else ``book/generated`` beside the working directory's parent
+        (papermill runs a page in ``notebooks/``)."""
+        if folder is None:
+            folder = os.environ.get(PAGES_ENV) or Path.cwd().resolve().parent / "book" / "generated"
         self.folder = Path(folder)
         self._pages: dict[str, dict] = {}
+
+    @classmethod
+    def of(cls, pages: dict[str, dict]) -> Numbers:
+        """Numbers held in memory, ``{page: {key: value}}``: a chapter applies a claim's
+        rule to its own numbers before they are glued, so it states the ledger's verdict."""
+        numbers = cls(Path("."))
+        numbers._pages = {page: dict(values) for page, values in pages.items()}
+        return numbers
 
     def page(self, name: str) -> dict[str, object]:
         if name not in self._pages:
