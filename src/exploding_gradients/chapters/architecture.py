@@ -250,13 +250,24 @@ def outcome_table(per_seed: pd.DataFrame, by: list[str], names: dict | None = No
     summary = summarize(per_seed, by, "final_accuracy")
     table = summary[by].copy()
     table["diverged"] = summary["diverged"].to_numpy()
-    table["initial ‖∇L‖: median [min, max]"] = spread_text(
-        per_seed, by, "first_grad_norm", "{:.3g}").to_numpy()
+    table["initial ‖∇L‖: median [min, max]"] = per_seed.groupby(
+        by, sort=False, dropna=False)["first_grad_norm"].agg(grad_range).to_numpy()
     table["final / initial loss"] = spread_text(per_seed, by, "final_over_first").to_numpy()
     table["final test accuracy"] = spread_text(per_seed, by, "final_accuracy").to_numpy()
     for col, mapping in (names or {}).items():
         table[col] = table[col].map(lambda v, m=mapping: m.get(v, v))
     return readable_table(table)
+
+
+def grad_range(values: pd.Series) -> str:
+    """'median [min, max]' of the finite gradient norms (one value alone), each written
+    by :func:`..study.readable.number` (they span from 1 to 10⁸ here)."""
+    v = values[np.isfinite(values)]
+    if v.empty:
+        return "–"
+    if len(v) == 1:
+        return number(v.iloc[0])
+    return f"{number(v.median())} [{number(v.min())}, {number(v.max())}]"
 
 
 def legend_outside(ax: plt.Axes) -> None:
@@ -297,12 +308,12 @@ def theory_numbers(P: Params) -> dict:
         "arch_chaotic_sw": f"{P.chaotic_sigma_w:g}",
         "arch_relu_chi": f"{relu_chi:.2f}",
         "arch_relu_sqrtchi": f"{relu_chi ** 0.5:.3f}",
-        "arch_relu_total": f"{theory.depth_gain(relu_chi, L):.2g}",
+        "arch_relu_total": number(theory.depth_gain(relu_chi, L), 2),
         "arch_tanh_chi": f"{theory.chi1('tanh', P.chaotic_sigma_w, 0.0):.2f}",
         "arch_tanh_orth_chi": f"{theory.chi1('tanh', orth_sw, 0.0):.2f}",
         "arch_lsuv_tanh_sw": f"{lsuv_sw:.3f}",
         "arch_lsuv_tanh_chi": f"{lsuv_chi:.3f}",
-        "arch_lsuv_tanh_total": f"{theory.depth_gain(lsuv_chi, L):.3g}",
+        "arch_lsuv_tanh_total": number(theory.depth_gain(lsuv_chi, L), 3),
         "arch_ln_theory": f"{theory.layer_norm_chi('relu') ** 0.5:.3f}",
         "arch_ln_tanh_chi": f"{theory.layer_norm_chi('tanh'):.3f}",
     }
@@ -350,8 +361,8 @@ def init_numbers(at_init: pd.DataFrame, P: Params) -> dict:
     for act in ["relu", "tanh"]:
         for s in _inits(act, P):
             numbers[f"arch_init_{act}_{s}"] = f"{measured(act, s):.3f}"
-            numbers[f"arch_init_{act}_{s}_total"] = f"{measured(act, s) ** (L - 1):.3g}"
-            numbers[f"arch_init_{act}_{s}_qlast"] = f"{measured(act, s, f'… layer {L}'):.3g}"
+            numbers[f"arch_init_{act}_{s}_total"] = number(measured(act, s) ** (L - 1), 3)
+            numbers[f"arch_init_{act}_{s}_qlast"] = number(measured(act, s, f'… layer {L}'), 3)
     return numbers
 
 
@@ -452,7 +463,7 @@ def norm_numbers(norm_init: pd.DataFrame, norm_runs: pd.DataFrame, he_runs: pd.D
     for n in NORMS:
         numbers[f"arch_norm_{n}_growth"] = f"{norm_growth.loc[n, 'mean']:.3f}"
         numbers[f"arch_norm_{n}_growth_sd"] = f"{norm_growth.loc[n, 'std']:.3f}"
-        numbers[f"arch_norm_{n}_g0"] = f"{g0[n]:.3g}"
+        numbers[f"arch_norm_{n}_g0"] = number(g0[n], 3)
     for n in [*NORMS, "he reference"]:
         key = n.replace(" ", "_")
         numbers[f"arch_norm_{key}_acc"] = f"{acc[n]:.2f}"
@@ -460,7 +471,7 @@ def norm_numbers(norm_init: pd.DataFrame, norm_runs: pd.DataFrame, he_runs: pd.D
     # A gain and a shift per unit; the step of a scale-invariant layer goes as
     # lr / ||w||^2, so He's sigma_w^2 = 2 over the large one.
     numbers["arch_norm_params"] = 2 * N * L
-    numbers["arch_norm_steprat"] = f"{2 / P.large_sigma_w ** 2:.2g}"
+    numbers["arch_norm_steprat"] = number(2 / P.large_sigma_w ** 2, 2)
     return numbers
 
 
@@ -512,7 +523,7 @@ def input_numbers(in_runs: pd.DataFrame, P: Params) -> dict:
     for c in [*NORMS, "standardized"]:
         numbers[f"arch_in_{c}_acc"] = f"{acc[c]:.2f}"
         numbers[f"arch_in_{c}_div"] = f"{int(div[c])}/{P.train_seeds}"
-        numbers[f"arch_in_{c}_g0"] = f"{g0[c]:.3g}"
+        numbers[f"arch_in_{c}_g0"] = number(g0[c], 3)
     return numbers
 
 
@@ -625,15 +636,15 @@ def residual_numbers(res_init: pd.DataFrame, by_depth: pd.DataFrame, P: Params) 
         "arch_res_fwd_low": f"{fs.loc[s_low, 'mean']:.4f}",
         "arch_res_fwd_worst": f"{100 * worst:.1f}",
         "arch_res_dok": d_ok,
-        "arch_res_amp_s1": f"{amp_med[(s1, d_ok)]:.3g}",
-        "arch_res_amp_s1_naive": f"{theory.residual_gain(1.0, d_ok):.3g}",
-        "arch_res_amp_s1_fwd": f"{fwd_amp['s1'][P.residual_depths.index(d_ok)]:.3g}",
-        "arch_res_amp_sqrt_fwd": f"{fwd_amp['sqrt'][-1]:.3g}",
-        "arch_res_amp_sqrt_naive": f"{theory.residual_gain(dmax ** -0.5, dmax):.3g}",
+        "arch_res_amp_s1": number(amp_med[(s1, d_ok)], 3),
+        "arch_res_amp_s1_naive": number(theory.residual_gain(1.0, d_ok), 3),
+        "arch_res_amp_s1_fwd": number(fwd_amp['s1'][P.residual_depths.index(d_ok)], 3),
+        "arch_res_amp_sqrt_fwd": number(fwd_amp['sqrt'][-1], 3),
+        "arch_res_amp_sqrt_naive": number(theory.residual_gain(dmax ** -0.5, dmax), 3),
         "arch_res_dmax": dmax,
-        "arch_res_amp_sqrt": f"{amp_med[(sqrt, dmax)]:.3g}",
-        "arch_res_amp_plain": f"{amp_med[(RESIDUAL_CASES['plain'], dmax)]:.3g}",
-        "arch_res_amp_bn": f"{amp_med[(RESIDUAL_CASES['bn'], dmax)]:.3g}",
+        "arch_res_amp_sqrt": number(amp_med[(sqrt, dmax)], 3),
+        "arch_res_amp_plain": number(amp_med[(RESIDUAL_CASES['plain'], dmax)], 3),
+        "arch_res_amp_bn": number(amp_med[(RESIDUAL_CASES['bn'], dmax)], 3),
         "arch_res_overflow": int((~np.isfinite(amp.amp) | (amp.amp <= 0)).sum()),
     }
 
@@ -798,7 +809,7 @@ def residual_train_numbers(res_runs: pd.DataFrame, P: Params) -> dict:
                           strict=True):
         numbers[f"arch_rtrain_{key}_acc"] = f"{acc[label]:.2f}"
         numbers[f"arch_rtrain_{key}_div"] = f"{int(div[label])}/{P.train_seeds}"
-        numbers[f"arch_rtrain_{key}_g0"] = f"{g0[label]:.3g}"
+        numbers[f"arch_rtrain_{key}_g0"] = number(g0[label], 3)
     return numbers
 
 
@@ -852,7 +863,7 @@ def rnn_numbers(rnn_runs: pd.DataFrame, P: Params) -> dict:
         key = c.replace("+", "_")
         numbers[f"arch_rnn_{key}_solved"] = f"{int(g.solved.sum())}/{len(g)}"
         numbers[f"arch_rnn_{key}_ratio"] = f"{g.final_over_baseline.median():.3f}"
-        numbers[f"arch_rnn_{key}_maxgrad"] = f"{g.max_grad_norm.median():.3g}"
+        numbers[f"arch_rnn_{key}_maxgrad"] = number(g.max_grad_norm.median(), 3)
     runs = with_cell_case(rnn_runs)
     clipped = runs[(runs.case == "rnn+clip") & np.isfinite(runs.grad_norm)]
     numbers["arch_rnn_clip_frac"] = f"{100 * (clipped.grad_norm > P.clip_threshold).mean():.0f}"
