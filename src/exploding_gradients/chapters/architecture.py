@@ -217,8 +217,10 @@ def large_sigma(P: Params, activation: str) -> float:
     return {"relu": P.large_sigma_w, "tanh": P.chaotic_sigma_w}[activation]
 
 
-def scheme_label(activation: str, scheme: str, P: Params) -> str:
-    return (f"normal, σ_w = {large_sigma(P, activation):g}" if scheme == "normal"
+def scheme_label(activation: str, scheme: str, P: Params, tex: bool = False) -> str:
+    """A scheme's name in tables, or in figures (``tex``: sigma_w as math)."""
+    sigma = r"$\sigma_w$" if tex else "σ_w"
+    return (f"normal, {sigma} = {large_sigma(P, activation):g}" if scheme == "normal"
             else LABELS[scheme])
 
 
@@ -323,6 +325,15 @@ def _inits(activation: str, P: Params) -> list[str]:
     return P.relu_inits if activation == "relu" else P.tanh_inits
 
 
+def predicted_factor(activation: str, sigma_w: float, input_q: float, depth: int) -> float:
+    """The mean-field factor per layer on the gradient norm, reduced like the measurement:
+    the least-squares slope of the predicted ln ||delta^l|| against the layer
+    (:func:`..study.growth.log_slope`, the fit of ``growth_per_layer``), not a uniform
+    mean of ln chi^l, which weights the transient first layers differently."""
+    profile = theory.layer_profile(activation, sigma_w, 0.0, depth, input_q)
+    return float(np.exp(-growth.log_slope(profile.layer, profile.log_delta_sq / 2)))
+
+
 def init_table(at_init: pd.DataFrame, P: Params) -> pd.DataFrame:
     """Per (activation, scheme): predicted and measured factor per layer of the gradient
     norm, and the pre-activation variance of the first and the last layer."""
@@ -334,8 +345,7 @@ def init_table(at_init: pd.DataFrame, P: Params) -> pd.DataFrame:
         sub = at_init[(at_init["activation"] == act) & (at_init["init"] == scheme)]
         pv = sub.groupby("layer").preact_var.median()
         rows.append({"activation": act, "scheme": scheme_label(act, scheme, P), "σ_w": sw,
-                     "predicted factor per layer": theory.predicted_growth(act, sw, 0.0, L,
-                                                                           q_in),
+                     "predicted factor per layer": predicted_factor(act, sw, q_in, L),
                      "measured (mean)": g.growth.mean(), "sd": g.growth.std(),
                      "pre-activation variance, layer 1": pv.iloc[0],
                      f"… layer {L}": pv.iloc[-1]})
@@ -344,7 +354,9 @@ def init_table(at_init: pd.DataFrame, P: Params) -> pd.DataFrame:
 
 def init_display(at_init: pd.DataFrame, P: Params):
     """:func:`init_table` as the page shows it."""
-    return readable_table(init_table(at_init, P).rename(columns={"σ_w": "σ_w"}))
+    shown = init_table(at_init, P).drop(columns=["σ_w", "pre-activation variance, layer 1"])
+    return readable_table(shown.rename(columns={
+        f"… layer {P.depth}": f"pre-activation variance, layer {P.depth}"}))
 
 
 def init_numbers(at_init: pd.DataFrame, P: Params) -> dict:
@@ -376,7 +388,7 @@ def fig_init(at_init: pd.DataFrame, P: Params) -> plt.Figure:
         sub["rel"] = growth.relative_to_last(sub, "delta_norm", ["init"])
         for s in _inits(act, P):
             values = sub[sub["init"] == s].pivot(index="layer", columns="seed", values="rel")
-            plots.band(ax, values.index, values, STYLE[s], scheme_label(act, s, P))
+            plots.band(ax, values.index, values, STYLE[s], scheme_label(act, s, P, tex=True))
             sw, q_in = scheme_sigma(act, s, P)
             prof = theory.layer_profile(act, sw, 0.0, L, q_in)
             ax.plot(prof.layer, np.exp(prof.log_delta_sq / 2), "--", linewidth=1.2,
@@ -410,7 +422,7 @@ def fig_init_train(init_runs: pd.DataFrame, P: Params) -> plt.Figure:
     for ax, act in zip(axes, ["relu", "tanh"], strict=True):
         keys = P.train_relu_inits if act == "relu" else P.train_tanh_inits
         plots.loss_panel(ax, init_runs[init_runs.activation == act], "init", keys,
-                         {k: scheme_label(act, k, P) for k in keys},
+                         {k: scheme_label(act, k, P, tex=True) for k in keys},
                          styles=[STYLE[k] for k in keys], title=f"{act}, {P.depth} layers")
         legend_outside(ax)
         plots.log_axis(ax)

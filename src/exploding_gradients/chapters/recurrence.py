@@ -422,8 +422,8 @@ def fig_gated(gated: pd.DataFrame, P: Params) -> plt.Figure:
     axes[1].set_ylabel(LAG_LABEL)
     axes[1].set_title(f"$\\rho$ = {r1:g}")
     handles, names = axes[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2)
     fig.tight_layout()
+    fig.legend(handles, names, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2)
     return fig
 
 
