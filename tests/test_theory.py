@@ -322,3 +322,29 @@ def test_relu_log_length_variance_matches_a_direct_simulation():
     steps = torch.diff(torch.stack(logs), dim=0).reshape(layers, -1)
     per_layer = steps.var(dim=1).mean().item()
     assert per_layer == pytest.approx(theory.relu_log_length_variance(width), rel=0.06)
+def test_layer_norm_chi_is_the_lsuv_factor_and_matches_a_layer_normed_network():
+    for activation in ["relu", "tanh", "gelu"]:
+        assert theory.layer_norm_chi(activation) == pytest.approx(
+            theory.lsuv_prediction(activation)[1], rel=1e-9)
+    assert theory.layer_norm_chi("relu") == pytest.approx(1.0, abs=1e-9)
+    assert theory.layer_norm_chi("tanh") == pytest.approx(1.178, abs=1e-3)
+    import exploding_gradients as eg
+    from exploding_gradients.study.growth import growth_per_layer
+
+    # The weight scale cancels: a too-large and a too-small sigma_w give the same rate.
+    for sigma_w in [0.5, 3.0]:
+        table = eg.run("signal_propagation", dict(activation="tanh", init="normal",
+                                                  sigma_w=sigma_w, normalization="layer",
+                                                  depth=20, width=256), seeds=2)
+        rate = growth_per_layer(table, "delta_norm")["growth"] ** 2
+        assert rate.mean() == pytest.approx(theory.layer_norm_chi("tanh"), rel=0.02)
+
+
+def test_rnn_critical_sigma_w_makes_the_mean_field_factor_one():
+    assert theory.rnn_critical_sigma_w(0.0) == 1.0
+    values = [theory.rnn_critical_sigma_w(s, tol=1e-4) for s in [0.1, 1.0, 2.0]]
+    assert values == sorted(values)
+    assert values[1] == pytest.approx(1.856, abs=2e-3)
+    assert theory.mean_field_growth(values[2], 2.0) == pytest.approx(1.0, abs=1e-3)
+    with pytest.raises(ValueError):
+        theory.rnn_critical_sigma_w(-1.0)

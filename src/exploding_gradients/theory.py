@@ -359,6 +359,25 @@ def lsuv_prediction(activation: str) -> tuple[float, float]:
     return float(sigma_w), float(chi(activation, sigma_w, 1.0))
 
 
+def layer_norm_chi(activation: str) -> float:
+    """Per-layer factor on the squared gradient norm of a deep network with layer norm
+    (Ba, Kiros & Hinton 2016) between each Linear and the activation, at initialization:
+
+        chi_LN = E[phi'(z)^2] / E[phi(z)^2],    z ~ N(0, 1).
+
+    Layer norm rescales every sample's pre-activations to unit variance, so the forward
+    pass sits at q = 1 whatever the weight scale: it is LSUV (Mishkin & Matas 2016) redone
+    at every forward pass, and chi_LN is :func:`lsuv_prediction`'s chi.  Backwards, layer
+    norm divides the gradient by the standard deviation sigma_w sqrt(E[phi(z)^2]) of the
+    Linear's output, and the Linear and phi' multiply its square by
+    sigma_w^2 E[phi'(z)^2] (the mean-field backward step of Schoenholz et al. 2017), so
+    sigma_w cancels.  Exact for wide layers up to the O(1/width) projection that removes
+    each sample's mean and normalized direction.  1 for ReLU; about 1.178 for tanh and
+    1.072 for GELU, whose gradients therefore explode under layer norm.
+    """
+    return gaussian_mean(_dphi(activation, 1.0) ** 2) / gaussian_mean(_phi(activation, 1.0) ** 2)
+
+
 def depth_gain(chi_value, depth):
     """Factor by which the gradient norm changes from the last of ``depth`` layers to the
     first when each layer multiplies its expected square by ``chi_value``:
@@ -452,6 +471,24 @@ def mean_field_growth(sigma_w: float, input_std: float) -> float:
     drive like a bias of standard deviation ``input_std`` (fresh at every step).
     """
     return math.sqrt(chi1("tanh", sigma_w, input_std))
+
+
+def rnn_critical_sigma_w(input_std: float, tol: float = 1e-5) -> float:
+    """sigma_w at which a tanh RNN's mean-field per-step factor :func:`mean_field_growth`
+    is 1, for an input drive of standard deviation ``input_std``.
+
+    The input drive plays the bias's role in the length map (Poole et al. 2016; Chen,
+    Pennington & Schoenholz 2018): it keeps q* > 0 and pushes tanh into saturation, which
+    lowers E[tanh'^2], so the threshold rises with the drive (about 1.19, 1.40, 1.55,
+    1.86 and 2.33 at input_std 0.1, 0.3, 0.5, 1 and 2).  Without a drive q* = 0 for
+    sigma_w <= 1 and chi_1 = sigma_w^2 tanh'(0)^2 = sigma_w^2: exactly 1 (returned as such;
+    iterating the length map there converges only as a power law).
+    """
+    if input_std < 0:
+        raise ValueError(f"input_std must be >= 0, got {input_std}")
+    if input_std == 0:
+        return 1.0
+    return critical_sigma_w("tanh", input_std, tol=tol)
 
 
 def one_unit_trajectory(w, b, x0: float = 0.5, steps: int = 50):
