@@ -21,11 +21,10 @@ from ..data import ADDING_BASELINE_MSE
 from ..engine.params import Param
 from ..engine.registry import get
 from ..remedies import PENALTIES
-from ..study import plots
+from ..study import plots, readable
 from ..study.outcomes import (
     constant_output_loss,
     count_spikes,
-    med_range,
     run_outcomes,
     summarize,
 )
@@ -217,6 +216,23 @@ class Case(NamedTuple):
     label: str
 
 
+def med_range(values, fmt: str | None = None) -> str:
+    """``"median [min, max]"`` of the non-missing ``values`` (one value alone; "–" if
+    none), written by :func:`.readable.number` (4.4 × 10¹⁰, never 4.4e+10) unless ``fmt``."""
+    values = pd.Series(values, dtype=float).dropna()
+    write = fmt.format if fmt else (lambda v: readable.number(v, 3))
+    if values.empty:
+        return "–"
+    if len(values) == 1:
+        return write(values.iloc[0])
+    return f"{write(values.median())} [{write(values.min())}, {write(values.max())}]"
+
+
+def tex(label: str) -> str:
+    """A label for a figure: sigma_w and σ_w as mathtext, so that no underscore shows."""
+    return label.replace("σ_w", r"$\sigma_w$").replace(" sigma_w", r" $\sigma_w$")
+
+
 def every(n: int) -> int:
     """Steps between the logged test loss and per-layer statistics: five times per run."""
     return max(1, n // 5)
@@ -320,18 +336,24 @@ def penalty_outcomes(penalties: dict[str, pd.DataFrame], P: Params) -> dict[str,
 def fig_penalty(penalties: dict[str, pd.DataFrame], P: Params) -> plt.Figure:
     """Final loss against the shrink per step of each penalty, one panel per case."""
     outs, refs, labels = penalty_outcomes(penalties, P), references(P), cases(P)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.3))
+    fig, grid = plots.figure(2, 2, height=6.4)
+    axes = grid.flat[:3]
     order = list(REMEDY_LABELS)
     for ax, key in zip(axes, PENALIZED, strict=True):
         out = outs[key]
         kinds = [k for k in order if k in set(out.remedy)]
         plots.outcome_panel(ax, out, "x", "remedy", {k: REMEDY_LABELS[k] for k in kinds},
                             refs[key], order)
-        ax.set_title(labels[key].label, fontsize=10)
+        ax.set_title(tex(labels[key].label))
         ax.set_xlabel(r"shrink per step $\eta\lambda$")
-    axes[0].set_ylabel("final loss")
+        ax.set_ylabel("final loss")
     fig.tight_layout()
     plots.outcome_legend(fig, REMEDY_LABELS, order, NOTHING)
+    legend = fig.legends[-1]
+    handles, texts = legend.legend_handles, [t.get_text() for t in legend.get_texts()]
+    legend.remove()
+    grid.flat[3].axis("off")
+    grid.flat[3].legend(handles, texts, loc="center")
     return fig
 
 
@@ -417,7 +439,7 @@ def fig_adamw(penalties: dict[str, pd.DataFrame], P: Params) -> plt.Figure:
     """The RNN with Adam: gradient norm and loss over the steps, without a penalty, with
     the strongest L2 penalty and with the two strongest decoupled decays."""
     runs = _labelled(penalties["rnn"], cases(P)["rnn"].config["lr"])
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plots.figure(1, 2, height=3.6)
     for kind, r, label, i in _adamw_shown(P):
         sub = runs[(runs.remedy == kind) & np.isclose(runs.rate, r)]
         for ax, col in zip(axes, ["grad_norm", "loss"], strict=True):
@@ -426,13 +448,13 @@ def fig_adamw(penalties: dict[str, pd.DataFrame], P: Params) -> plt.Figure:
     for ax in axes:
         ax.set_yscale("log")
         ax.set_xlabel("Adam step")
-    axes[0].set_ylabel("total gradient norm (before the update)")
+    axes[0].set_ylabel("gradient norm")
     axes[1].set_ylabel("minibatch loss (MSE)")
     axes[1].axhline(ADDING_BASELINE_MSE, color="black", linestyle="--", linewidth=1,
                     label="predict the mean (1/6)")
     fig.tight_layout()
-    fig.legend(*axes[1].get_legend_handles_labels(), loc="lower center",
-               bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=9)
+    fig.legend(*axes[1].get_legend_handles_labels(), loc="upper center",
+               bbox_to_anchor=(0.5, 0.0), ncol=2)
     return fig
 
 
@@ -504,6 +526,15 @@ def safe_final(safe: pd.DataFrame) -> float:
     return float(run_outcomes(safe)["final_test_loss"].median())
 
 
+def _legend_below(fig: plt.Figure, ncol: int = 2) -> None:
+    """Move the figure legend that :func:`.plots.outcome_legend` put above the panels to
+    below them, in ``ncol`` columns at the book's legend size."""
+    legend = fig.legends[-1]
+    handles, texts = legend.legend_handles, [t.get_text() for t in legend.get_texts()]
+    legend.remove()
+    fig.legend(handles, texts, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=ncol)
+
+
 def _log_formatters(ax: plt.Axes) -> None:
     """Plain numbers on a log y axis, minor ticks labelled at 2 and 5."""
     ax.yaxis.set_major_formatter(mpl.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
@@ -516,7 +547,7 @@ def fig_warmup(sharp: pd.DataFrame, warm: pd.DataFrame, safe: pd.DataFrame,
     """Fraction of seeds diverged and final test loss against the peak learning rate (in
     units of 2/lambda_max at initialization), per warmup length."""
     stab, warm_out = stability_lr(sharp), _final_test(warm, ["lr", "warmup_steps"])
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plots.figure(1, 2, height=3.6)
     for i, w in enumerate(P.warmup_lengths):
         sub = warm_out[warm_out.warmup_steps == w]
         frac = sub.groupby("lr")["diverged"].mean()
@@ -534,19 +565,19 @@ def fig_warmup(sharp: pd.DataFrame, warm: pd.DataFrame, safe: pd.DataFrame,
         ax.set_xscale("log")
         ax.set_xticks(ratios, [f"{r:.2g}" for r in ratios])
         ax.minorticks_off()
-        ax.set_xlabel(r"peak learning rate / median $2/\lambda_{\max}$ at init")
+        ax.set_xlabel(r"peak lr / (2/$\lambda_{\max}$ at init)")
     axes[0].set_ylabel("fraction of seeds diverged")
     axes[0].set_ylim(-0.05, 1.05)
     axes[1].set_yscale("log")
-    axes[1].set_ylabel("final test loss (seeds that did not diverge)")
+    axes[1].set_ylabel("final test loss (finite runs)")
     axes[1].axhline(safe_final(safe), color="gray", linestyle=":", linewidth=1.2,
                     label=f"constant lr {P.safe_lr:g} (median)")
     axes[1].axhline(references(P)["regression"], color="black", linestyle="--", linewidth=1,
                     label="zero output")
     _log_formatters(axes[1])
-    axes[0].legend(fontsize=8)
-    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
+    fig.legend(*axes[1].get_legend_handles_labels(), loc="upper center",
+               bbox_to_anchor=(0.5, 0.0), ncol=2)
     return fig
 
 
@@ -626,7 +657,7 @@ def fig_schedule(sched: pd.DataFrame, P: Params) -> plt.Figure:
     """Minibatch loss over the steps per schedule after the same warmup, and the learning
     rate each schedule used (the logged ``step_lr``)."""
     whole = sched[sched.layer == 0].sort_values("step")
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [2, 1]})
+    fig, axes = plots.figure(1, 2, height=3.4, gridspec_kw={"width_ratios": [2, 1]})
     for i, s in enumerate(dict.fromkeys(sched.schedule)):
         sub = whole[whole.schedule == s]
         loss = sub.pivot(index="step", columns="seed", values="loss")
@@ -698,20 +729,20 @@ def optimizer_outcomes(optimizers: dict[str, pd.DataFrame],
 def fig_optimizers(optimizers: dict[str, pd.DataFrame], P: Params) -> plt.Figure:
     """Final loss against the learning rate for SGD, Adam and RMSprop, per case."""
     outs, refs, labels = optimizer_outcomes(optimizers, P), references(P), cases(P)
-    fig, axes = plt.subplots(1, 4, figsize=(15, 4.3))
+    fig, grid = plots.figure(2, 2, height=6.6)
+    axes = grid.flat
     for ax, key in zip(axes, labels, strict=True):
         out = outs[key].assign(optimizer=lambda d: d["family"])
         plots.outcome_panel(ax, out, "lr", "optimizer",
                             {"sgd": "SGD", "adam": "Adam", "rmsprop": "RMSprop"}, refs[key],
                             OPT_ORDER)
-        ax.set_title(labels[key].label
-                     + (" (SGD: momentum)" if SGD_OF[key] == "momentum" else ""),
-                     fontsize=10)
+        ax.set_title(tex(labels[key].label))
         ax.set_xlabel("learning rate")
-    axes[0].set_ylabel("final loss")
+        ax.set_ylabel("final loss")
     fig.tight_layout()
-    plots.outcome_legend(fig, {"sgd": "SGD (with momentum for the σ_w network)",
+    plots.outcome_legend(fig, {"sgd": r"SGD (with momentum for the $\sigma_w$ network)",
                                "adam": "Adam", "rmsprop": "RMSprop"}, OPT_ORDER, NOTHING)
+    _legend_below(fig)
     return fig
 
 
@@ -729,7 +760,7 @@ def _first_steps(optimizers: dict[str, pd.DataFrame], P: Params) -> pd.DataFrame
 def fig_first_step(optimizers: dict[str, pd.DataFrame], P: Params) -> plt.Figure:
     """First update / weights per unit learning rate against the first gradient norm."""
     mlp, labels = _first_steps(optimizers, P), cases(P)
-    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    fig, ax = plots.figure(1, 1, height=4.2)
     case_markers = {"deep": "o", "regression": "s", "inputs": "^"}
     fam_colors = {"sgd": plots.style(0)["color"], "adam": plots.style(1)["color"],
                   "rmsprop": plots.style(2)["color"]}
@@ -742,12 +773,12 @@ def fig_first_step(optimizers: dict[str, pd.DataFrame], P: Params) -> plt.Figure
         ax.scatter([], [], color=color, marker="o",
                    label={"sgd": "SGD (± momentum)", "adam": "Adam", "rmsprop": "RMSprop"}[fam])
     for case, marker in case_markers.items():
-        ax.scatter([], [], color="gray", marker=marker, label=labels[case].label)
+        ax.scatter([], [], color="gray", marker=marker, label=tex(labels[case].label))
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(r"gradient norm $\|g\|$ at step 0")
-    ax.set_ylabel(r"first update / weights, per unit lr: $\|\Delta w\|/(\eta\|w\|)$")
-    ax.legend(fontsize=8, loc="upper left")
+    ax.set_ylabel(r"$\|\Delta w\|/(\eta\|w\|)$ at step 0")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
 
 
@@ -845,26 +876,26 @@ def fig_stopping(stop_mlp: pd.DataFrame, stop_rnn: pd.DataFrame, safe: pd.DataFr
     """Final (or restored) loss against the early-stopping threshold, MLP and RNN."""
     mlp, rnn = stopping_outcomes(stop_mlp, stop_rnn)
     mlp_safe, rnn_safe = safe_final(safe), safe_rnn_final(safe_rnn)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.3))
+    fig, axes = plots.figure(1, 2, height=3.6)
     order = [*P.stop_lrs, "rnn"]
     labels = {**{lr: f"MLP, lr {lr:g}" for lr in P.stop_lrs}, "rnn": f"RNN, lr {P.rnn_sgd_lr:g}"}
     plots.outcome_panel(axes[0], mlp, "x", "lr", {lr: labels[lr] for lr in P.stop_lrs},
                         references(P)["regression"], order, levels=[mlp_safe])
     axes[0].axhline(mlp_safe, color="gray", linestyle=":", linewidth=1.5)
-    axes[0].set_ylabel("final test loss (restored weights if stopped)")
-    axes[0].set_title("regression MLP, plain SGD", fontsize=10)
+    axes[0].set_ylabel("final loss (restored if stopped)")
+    axes[0].set_title("regression MLP, plain SGD")
     plots.outcome_panel(axes[1], rnn, "x", "case", {"rnn": labels["rnn"]},
                         ADDING_BASELINE_MSE, order, levels=[rnn_safe])
     axes[1].axhline(rnn_safe, color="gray", linestyle=":", linewidth=1.5)
-    axes[1].set_ylabel("final minibatch loss (restored if stopped)")
-    axes[1].set_title(f"{cases(P)['rnn'].label}, plain SGD", fontsize=10)
+    axes[1].set_title("RNN, plain SGD")
     for ax in axes:
-        ax.set_xlabel("early-stopping threshold")
+        ax.set_xlabel("stop threshold k")
     fig.tight_layout()
     plots.outcome_legend(
         fig, labels, order, NOTHING,
         extra=[mpl.lines.Line2D([], [], color="gray", linestyle=":", linewidth=1.5,
                                 label=f"lr {P.safe_lr:g}, no stopping (median)")], ncol=3)
+    _legend_below(fig)
     return fig
 
 
@@ -926,7 +957,7 @@ def stopping_numbers(stop_mlp: pd.DataFrame, stop_rnn: pd.DataFrame, safe: pd.Da
         "opt_stop_rnn_restored": med_range(rnn_on["final"]),
         "opt_stop_rnn_first": med_range(rnn_off["first_loss"]),
         "opt_stop_rnn_safe": f"{safe_rnn_final(safe_rnn):.3g}",
-        "opt_stop_rnn_peak": med_range(peak, "{:.1e}"),
+        "opt_stop_rnn_peak": med_range(peak),
     }
 
 

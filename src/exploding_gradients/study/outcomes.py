@@ -36,8 +36,13 @@ def _last(s: pd.Series) -> float:
     return float(s.iloc[-1]) if len(s) else math.nan
 
 
+#: A run "blew up" when its final loss is above this many times its first loss (or it
+#: diverged): a loss that climbed by orders of magnitude without reaching NaN.
+BLOWUP_FACTOR = 10.0
+
+
 def run_outcomes(runs: pd.DataFrame, by: list[str] | None = None,
-                 tail: float | None = None) -> pd.DataFrame:
+                 tail: float | None = None, blowup: float = BLOWUP_FACTOR) -> pd.DataFrame:
     """One row per (``by``, seed) of a training-like table: how the run ended.
 
     * ``diverged`` / ``diverged_step``: loss or gradient became NaN/Inf (-1 if not);
@@ -51,6 +56,8 @@ def run_outcomes(runs: pd.DataFrame, by: list[str] | None = None,
     * ``first_grad_norm``, ``max_grad_norm`` (largest finite) and ``spike`` (largest
       finite over the median finite gradient norm); ``first_update_ratio`` (of step 0).
     * ``lag_ratio_start`` / ``lag_ratio_end`` (recurrent runs: first and last sampled).
+    * ``blew_up``: diverged, or the final loss above ``blowup`` times the first (the test
+      losses when the table has them, else the training losses), or no finite final loss.
 
     ``by`` columns with missing values (points of a sweep that did not set them) are kept.
     """
@@ -90,6 +97,9 @@ def run_outcomes(runs: pd.DataFrame, by: list[str] | None = None,
             "first_update_ratio": _first(ratio[g["step"] == 0]) if len(ratio) else math.nan,
             "lag_ratio_start": _first(lag), "lag_ratio_end": _last(lag),
         })
+        first, last = ((rows[-1]["first_test_loss"], rows[-1]["final_test_loss"])
+                       if len(test) else (first_loss, final_loss))
+        rows[-1]["blew_up"] = bool(diverged or not last <= blowup * first)
     return pd.DataFrame(rows)
 
 
