@@ -226,6 +226,9 @@ def test_summarize_takes_the_median_with_diverged_runs_as_infinite():
     assert row.median_ratio == np.inf and row.min_ratio == 0.3
     assert row.diverged == 2 and row.frac_diverged == pytest.approx(2 / 3) and not row.fixed
     assert mx.cell_text(row) == "✕\n2/3 ✕"
+    mixed = row.copy()
+    mixed.update({"blew_up": 1, "stalled": 2, "median_ratio": 1.04})
+    assert mx.cell_text(mixed) == "1\n1/3 ✕\n2/3 st"  # one count per line
 
 
 def test_plot_matrix_draws_every_cell(tiny_matrix):

@@ -111,7 +111,7 @@ def fig_causes(table: pd.DataFrame, P: Params) -> plt.Figure:
     at :data:`DIVERGED_AT` where runs diverged), one legend below both."""
     names = list(dict.fromkeys(table.cause))
     labels = [f"{tex(CAUSES[n].label)}\nvs {tex(twin_change(CAUSES[n]))}" for n in names]
-    fig, axes = plots.figure(2, 1, height=0.5 * len(names) * 2 + 1.8)
+    fig, axes = plots.figure(2, 1, height=0.5 * len(names) * 2 + 1.8, layout="constrained")
     y = np.arange(len(names))[::-1]
     for i, variant in enumerate(["healthy", "failing"]):
         sub = table[table.variant == variant].set_index("cause").loc[names]
@@ -141,6 +141,5 @@ def fig_causes(table: pd.DataFrame, P: Params) -> plt.Figure:
     handles.append(mpl.lines.Line2D([], [], linestyle="none", marker="X", markersize=9,
                                     color="0.3"))
     fig.legend(handles, ["healthy twin", "failing configuration", "runs diverged"],
-               loc="lower center", ncol=3, bbox_to_anchor=(0.5, 0.0))
-    fig.tight_layout(rect=(0, 0.05, 1, 1), h_pad=1.5)
+               loc="outside lower center", ncol=3)
     return fig

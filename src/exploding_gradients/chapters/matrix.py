@@ -158,7 +158,7 @@ def tex(label: str) -> str:
 SHORT = {"weights_large": "weights\ntoo large\n(σ_w = 2)",
          "tanh_chaotic": "tanh,\nchaotic\n(σ_w = 2.5)", "batch_norm": "batch norm\nwithout\nskips",
          "lr_large": "learning\nrate too\nlarge",
-         "inputs": "unnormal-\nized\ninputs", "weights_small": "weights\ntoo small",
+         "inputs": "unnormalized\ninputs", "weights_small": "weights\ntoo small",
          "long_rnn": "long\nsequences"}
 
 
@@ -245,22 +245,22 @@ def fig_heatmap(runs: pd.DataFrame, P: Params) -> plt.Figure:
     """The matrix: median final/constant loss per cell, with counts, fixed cells framed."""
     summary = rm.summarize(runs)
     n = summary["remedy"].nunique()
-    fig, ax = plots.figure(1, 1, height=0.5 * n + 2.4)
+    fig, ax = plots.figure(1, 1, height=0.5 * n + 2.4, layout="constrained")
     image = rm.plot_matrix(ax, summary, low=1.0, high=2.0, cmap="RdBu_r",
                            labels={c: short(c) for c in summary["cause"].unique()})
     bar = fig.colorbar(image, ax=ax, orientation="horizontal", fraction=0.035, pad=0.02,
                        aspect=40)
     bar.set_label("median final loss / constant-prediction loss")
-    bar.set_ticks([-1, -0.5, 0, 1, 2], labels=["≤0.1", "0.3", "1", "10", "≥100, ✕"])
+    bar.set_ticks([-1, -0.5, 0, 1, 2], labels=["≤0.1", "0.3", "1", "10", "≥100"])
     return fig
 
 
 def fig_seeds(runs: pd.DataFrame, P: Params) -> plt.Figure:
     """Every run's final/constant loss, one row per remedy, causes side by side."""
     n = runs["remedy"].nunique()
-    fig, ax = plots.figure(1, 1, height=0.42 * n + 1.8)
+    fig, ax = plots.figure(1, 1, height=0.42 * n + 1.8, layout="constrained")
     rm.plot_seeds(ax, runs, plots.OKABE_ITO, plots.MARKERS,
-                  labels={c: tex(cause_label(c)) for c in runs["cause"].unique()})
+                  labels={c: short(c).replace("\n", " ") for c in runs["cause"].unique()})
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.axvline(P.stall_threshold, color="black", linewidth=0.8, linestyle="--")
     ax.set_xlabel("final loss / constant-prediction loss")
@@ -282,7 +282,7 @@ def fig_budget(runs: pd.DataFrame, P: Params) -> plt.Figure:
     budget = budget_summary(runs, P)
     remedy = budget[~budget.remedy.isin(["none", "healthy"]) & budget.applicable]
     twins = budget[budget.remedy == "healthy"]
-    fig, ax = plots.figure(1, 1, height=3.4)
+    fig, ax = plots.figure(1, 1, height=3.4, layout="constrained")
     series = [("remedy cells fixed", remedy.groupby("steps").fixed.sum()),
               ("remedy cells with a run that blew up",
                remedy.assign(x=remedy.blew_up > 0).groupby("steps").x.sum()),

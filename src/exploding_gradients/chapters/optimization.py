@@ -47,6 +47,8 @@ CHAPTER = Chapter(
             "deep_steps", "int", "optimizer steps of the deep sigma_w network", low=1, high=10**6
         ),
         from_profile("rnn_steps", "int", "optimizer steps of the RNN", low=1, high=10**6),
+        from_profile("budget_steps", "int", "optimizer steps of the long runs of the deep "
+                     "sigma_w network (Adam against the budget)", low=1, high=10**6),
         Param("deep_depth", "int", 30, "hidden layers of the deep ReLU network", low=1, high=1000),
         Param(
             "deep_sigma_w", "float", 2.0, "its too-large weight scale sigma_w", low=0.0, high=100.0
@@ -165,6 +167,7 @@ CHAPTER = Chapter(
             steps=20,
             deep_steps=4,
             rnn_steps=8,
+            budget_steps=8,
             decay_rates=[0.5],
             warmup_lrs=[0.8],
             warmup_lengths=[0, 5],
@@ -179,6 +182,7 @@ CHAPTER = Chapter(
             steps=120,
             deep_steps=25,
             rnn_steps=40,
+            budget_steps=300,
             decay_rates=[1e-2, 1e-1, 0.5],
             warmup_lrs=[0.1, 0.2, 0.4, 0.8],
             warmup_lengths=[0, 10, 50],
@@ -193,6 +197,7 @@ CHAPTER = Chapter(
             steps=1000,
             deep_steps=300,
             rnn_steps=300,
+            budget_steps=2000,
             decay_rates=[1e-4, 1e-3, 1e-2, 3e-2, 1e-1, 0.3, 0.5],
             warmup_lrs=[0.05, 0.1, 0.2, 0.4, 0.8, 1.6],
             warmup_lengths=[0, 10, 50, 200],
@@ -239,16 +244,18 @@ def every(n: int) -> int:
 
 
 def cases(P: Params) -> dict[str, Case]:
-    """The four failing configurations of the page, narrowed to width ``P.width``."""
+    """The four failing configurations of the page, narrowed to width ``P.width``.  The
+    MLPs train the seeds of a configuration as one ensemble (``engine="batched"``: same
+    results up to float rounding; early stopping falls back to the per-seed loop)."""
     deep = dict(depth=P.deep_depth, width=P.width, activation="relu", init="normal",
                 sigma_w=P.deep_sigma_w, optimizer="momentum", lr=P.deep_lr,
-                steps=P.deep_steps, log_every=every(P.deep_steps))
+                steps=P.deep_steps, log_every=every(P.deep_steps), engine="batched")
     regression = dict(depth=4, width=P.width, activation="relu", init="he", task="regression",
                       optimizer="sgd", lr=P.regression_lr, steps=P.steps,
-                      log_every=every(P.steps))
+                      log_every=every(P.steps), engine="batched")
     inputs = dict(depth=3, width=P.width, activation="relu", init="he",
                   input_scale_spread=P.input_spread, optimizer="sgd", lr=P.input_lr,
-                  steps=P.steps, log_every=every(P.steps))
+                  steps=P.steps, log_every=every(P.steps), engine="batched")
     rnn = dict(cell="rnn", spectral_radius=P.rnn_radius, hidden_size=P.rnn_hidden,
                seq_len=P.rnn_seq_len, optimizer="adam", lr=P.rnn_lr, steps=P.rnn_steps,
                log_every=every(P.rnn_steps))
@@ -336,7 +343,7 @@ def penalty_outcomes(penalties: dict[str, pd.DataFrame], P: Params) -> dict[str,
 def fig_penalty(penalties: dict[str, pd.DataFrame], P: Params) -> plt.Figure:
     """Final loss against the shrink per step of each penalty, one panel per case."""
     outs, refs, labels = penalty_outcomes(penalties, P), references(P), cases(P)
-    fig, grid = plots.figure(2, 2, height=6.4)
+    fig, grid = plots.figure(2, 2, height=6.4, layout="constrained")
     axes = grid.flat[:3]
     order = list(REMEDY_LABELS)
     for ax, key in zip(axes, PENALIZED, strict=True):
@@ -347,7 +354,7 @@ def fig_penalty(penalties: dict[str, pd.DataFrame], P: Params) -> plt.Figure:
         ax.set_title(tex(labels[key].label))
         ax.set_xlabel(r"shrink per step $\eta\lambda$")
         ax.set_ylabel("final loss")
-    fig.tight_layout()
+        _decades(ax)
     plots.outcome_legend(fig, REMEDY_LABELS, order, NOTHING)
     legend = fig.legends[-1]
     handles, texts = legend.legend_handles, [t.get_text() for t in legend.get_texts()]
@@ -439,7 +446,7 @@ def fig_adamw(penalties: dict[str, pd.DataFrame], P: Params) -> plt.Figure:
     """The RNN with Adam: gradient norm and loss over the steps, without a penalty, with
     the strongest L2 penalty and with the two strongest decoupled decays."""
     runs = _labelled(penalties["rnn"], cases(P)["rnn"].config["lr"])
-    fig, axes = plots.figure(1, 2, height=3.6)
+    fig, axes = plots.figure(1, 2, height=3.6, layout="constrained")
     for kind, r, label, i in _adamw_shown(P):
         sub = runs[(runs.remedy == kind) & np.isclose(runs.rate, r)]
         for ax, col in zip(axes, ["grad_norm", "loss"], strict=True):
@@ -452,9 +459,7 @@ def fig_adamw(penalties: dict[str, pd.DataFrame], P: Params) -> plt.Figure:
     axes[1].set_ylabel("minibatch loss (MSE)")
     axes[1].axhline(ADDING_BASELINE_MSE, color="black", linestyle="--", linewidth=1,
                     label="predict the mean (1/6)")
-    fig.tight_layout()
-    fig.legend(*axes[1].get_legend_handles_labels(), loc="upper center",
-               bbox_to_anchor=(0.5, 0.0), ncol=2)
+    fig.legend(*axes[1].get_legend_handles_labels(), loc="outside lower center", ncol=2)
     return fig
 
 
@@ -532,7 +537,16 @@ def _legend_below(fig: plt.Figure, ncol: int = 2) -> None:
     legend = fig.legends[-1]
     handles, texts = legend.legend_handles, [t.get_text() for t in legend.get_texts()]
     legend.remove()
-    fig.legend(handles, texts, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=ncol)
+    fig.legend(handles, texts, loc="outside lower center", ncol=ncol)
+
+
+def _decades(ax: plt.Axes) -> None:
+    """Tick labels written as powers of ten (10⁹, never 1e+09) on a log y axis that
+    spans more than three decades."""
+    low, high = ax.get_ylim()
+    if high / low > 1e3:
+        ax.yaxis.set_major_formatter(mpl.ticker.LogFormatterMathtext())
+        ax.yaxis.set_minor_formatter(mpl.ticker.NullFormatter())
 
 
 def _log_formatters(ax: plt.Axes) -> None:
@@ -547,7 +561,7 @@ def fig_warmup(sharp: pd.DataFrame, warm: pd.DataFrame, safe: pd.DataFrame,
     """Fraction of seeds diverged and final test loss against the peak learning rate (in
     units of 2/lambda_max at initialization), per warmup length."""
     stab, warm_out = stability_lr(sharp), _final_test(warm, ["lr", "warmup_steps"])
-    fig, axes = plots.figure(1, 2, height=3.6)
+    fig, axes = plots.figure(1, 2, height=3.6, layout="constrained")
     for i, w in enumerate(P.warmup_lengths):
         sub = warm_out[warm_out.warmup_steps == w]
         frac = sub.groupby("lr")["diverged"].mean()
@@ -575,9 +589,7 @@ def fig_warmup(sharp: pd.DataFrame, warm: pd.DataFrame, safe: pd.DataFrame,
     axes[1].axhline(references(P)["regression"], color="black", linestyle="--", linewidth=1,
                     label="zero output")
     _log_formatters(axes[1])
-    fig.tight_layout()
-    fig.legend(*axes[1].get_legend_handles_labels(), loc="upper center",
-               bbox_to_anchor=(0.5, 0.0), ncol=2)
+    fig.legend(*axes[1].get_legend_handles_labels(), loc="outside lower center", ncol=2)
     return fig
 
 
@@ -657,7 +669,8 @@ def fig_schedule(sched: pd.DataFrame, P: Params) -> plt.Figure:
     """Minibatch loss over the steps per schedule after the same warmup, and the learning
     rate each schedule used (the logged ``step_lr``)."""
     whole = sched[sched.layer == 0].sort_values("step")
-    fig, axes = plots.figure(1, 2, height=3.4, gridspec_kw={"width_ratios": [2, 1]})
+    fig, axes = plots.figure(1, 2, height=3.4, gridspec_kw={"width_ratios": [2, 1]},
+                             layout="constrained")
     for i, s in enumerate(dict.fromkeys(sched.schedule)):
         sub = whole[whole.schedule == s]
         loss = sub.pivot(index="step", columns="seed", values="loss")
@@ -672,7 +685,6 @@ def fig_schedule(sched: pd.DataFrame, P: Params) -> plt.Figure:
     axes[0].legend(title="after warmup")
     axes[1].set_xlabel("SGD step")
     axes[1].set_ylabel("learning rate")
-    fig.tight_layout()
     return fig
 
 
@@ -729,7 +741,7 @@ def optimizer_outcomes(optimizers: dict[str, pd.DataFrame],
 def fig_optimizers(optimizers: dict[str, pd.DataFrame], P: Params) -> plt.Figure:
     """Final loss against the learning rate for SGD, Adam and RMSprop, per case."""
     outs, refs, labels = optimizer_outcomes(optimizers, P), references(P), cases(P)
-    fig, grid = plots.figure(2, 2, height=6.6)
+    fig, grid = plots.figure(2, 2, height=6.6, layout="constrained")
     axes = grid.flat
     for ax, key in zip(axes, labels, strict=True):
         out = outs[key].assign(optimizer=lambda d: d["family"])
@@ -739,7 +751,7 @@ def fig_optimizers(optimizers: dict[str, pd.DataFrame], P: Params) -> plt.Figure
         ax.set_title(tex(labels[key].label))
         ax.set_xlabel("learning rate")
         ax.set_ylabel("final loss")
-    fig.tight_layout()
+        _decades(ax)
     plots.outcome_legend(fig, {"sgd": r"SGD (with momentum for the $\sigma_w$ network)",
                                "adam": "Adam", "rmsprop": "RMSprop"}, OPT_ORDER, NOTHING)
     _legend_below(fig)
@@ -760,7 +772,7 @@ def _first_steps(optimizers: dict[str, pd.DataFrame], P: Params) -> pd.DataFrame
 def fig_first_step(optimizers: dict[str, pd.DataFrame], P: Params) -> plt.Figure:
     """First update / weights per unit learning rate against the first gradient norm."""
     mlp, labels = _first_steps(optimizers, P), cases(P)
-    fig, ax = plots.figure(1, 1, height=4.2)
+    fig, ax = plots.figure(1, 1, height=4.2, layout="constrained")
     case_markers = {"deep": "o", "regression": "s", "inputs": "^"}
     fam_colors = {"sgd": plots.style(0)["color"], "adam": plots.style(1)["color"],
                   "rmsprop": plots.style(2)["color"]}
@@ -778,7 +790,7 @@ def fig_first_step(optimizers: dict[str, pd.DataFrame], P: Params) -> plt.Figure
     ax.set_yscale("log")
     ax.set_xlabel(r"gradient norm $\|g\|$ at step 0")
     ax.set_ylabel(r"$\|\Delta w\|/(\eta\|w\|)$ at step 0")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
     return fig
 
 
@@ -837,6 +849,68 @@ def optimizer_numbers(optimizers: dict[str, pd.DataFrame], P: Params) -> dict:
     return numbers
 
 
+BUDGET_LABELS = {"adam": "Adam", "momentum": "SGD + momentum"}
+
+
+def budget_labels(budget: pd.DataFrame) -> dict[tuple, str]:
+    """(optimizer, lr, init) of each long run -> its legend label."""
+    keys = budget[["optimizer", "lr", "init"]].drop_duplicates().itertuples(index=False)
+    return {tuple(k): (f"{BUDGET_LABELS[k[0]]}, lr {k[1]:g}"
+                       + (", He init (healthy twin)" if k[2] == "he" else ""))
+            for k in keys}
+
+
+def budget_curves(budget: pd.DataFrame) -> pd.DataFrame:
+    """Test loss of every long run at every logged step (NaN once it diverged)."""
+    whole = budget[(budget.layer == 0) & budget.test_loss.notna()]
+    return whole[["optimizer", "lr", "init", "seed", "step", "test_loss"]]
+
+
+def fig_budget(budget: pd.DataFrame, P: Params) -> plt.Figure:
+    """Test loss over the steps of the long runs of the deep network: Adam at each
+    learning rate against the He-initialized twin, with the short budget marked."""
+    curves, labels = budget_curves(budget), budget_labels(budget)
+    fig, ax = plots.figure(1, 1, height=3.6, layout="constrained")
+    for i, (key, label) in enumerate(labels.items()):
+        sub = curves[(curves.optimizer == key[0]) & (curves.lr == key[1])
+                     & (curves.init == key[2])]
+        piv = sub.pivot(index="step", columns="seed", values="test_loss")
+        plots.band(ax, piv.index, piv, i, label)
+    ax.axhline(references(P)["deep"], color="black", linestyle="--", linewidth=1,
+               label="uniform prediction")
+    ax.axvline(P.deep_steps, color="gray", linestyle=":", linewidth=1.2,
+               label=f"{P.deep_steps} steps (section's grid)")
+    ax.set_yscale("log")
+    _log_formatters(ax)
+    _decades(ax)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("test loss")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+    return fig
+
+
+def budget_numbers(budget: pd.DataFrame, P: Params) -> dict:
+    """Adam's test loss on the deep network after the section's short budget and after
+    the long one (best learning rate at the end), the twin's, and the verdict."""
+    curves = budget_curves(budget)
+    adam = curves[curves.optimizer == "adam"]
+    end = adam[adam.step == adam.step.max()].groupby("lr").test_loss.median()
+    best = end.idxmin()
+    at = adam[adam.lr == best].groupby("step").test_loss
+    short = at.median().loc[at.median().index[at.median().index <= P.deep_steps].max()]
+    long = end.loc[best]
+    twin = curves[curves.init == "he"]
+    twin_end = twin[twin.step == twin.step.max()].test_loss.median()
+    uniform = references(P)["deep"]
+    learned = bool(long <= 0.9 * uniform)
+    return {"opt_budget_steps": P.budget_steps, "opt_budget_lr": f"{best:g}",
+            "opt_budget_short": readable.number(short, 3),
+            "opt_budget_long": readable.number(long, 3),
+            "opt_budget_twin": readable.number(twin_end, 3),
+            "opt_budget_learned": (f"learns, given {P.budget_steps} steps" if learned else
+                                   f"has not learned after {P.budget_steps} steps either")}
+
+
 # --------------------------------------------------------------------------- 4. stopping
 
 
@@ -876,7 +950,7 @@ def fig_stopping(stop_mlp: pd.DataFrame, stop_rnn: pd.DataFrame, safe: pd.DataFr
     """Final (or restored) loss against the early-stopping threshold, MLP and RNN."""
     mlp, rnn = stopping_outcomes(stop_mlp, stop_rnn)
     mlp_safe, rnn_safe = safe_final(safe), safe_rnn_final(safe_rnn)
-    fig, axes = plots.figure(1, 2, height=3.6)
+    fig, axes = plots.figure(1, 2, height=3.6, layout="constrained")
     order = [*P.stop_lrs, "rnn"]
     labels = {**{lr: f"MLP, lr {lr:g}" for lr in P.stop_lrs}, "rnn": f"RNN, lr {P.rnn_sgd_lr:g}"}
     plots.outcome_panel(axes[0], mlp, "x", "lr", {lr: labels[lr] for lr in P.stop_lrs},
@@ -890,7 +964,7 @@ def fig_stopping(stop_mlp: pd.DataFrame, stop_rnn: pd.DataFrame, safe: pd.DataFr
     axes[1].set_title("RNN, plain SGD")
     for ax in axes:
         ax.set_xlabel("stop threshold k")
-    fig.tight_layout()
+        _decades(ax)
     plots.outcome_legend(
         fig, labels, order, NOTHING,
         extra=[mpl.lines.Line2D([], [], color="gray", linestyle=":", linewidth=1.5,

@@ -30,6 +30,7 @@ verdict of a cell against the step budget (:func:`at_budget`).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ from ..engine.params import ConfigError
 from ..engine.registry import get
 from ..engine.runner import check_seeds
 from ..engine.runner import run as run_experiment
-from ..experiments.feedforward import make_data
+from ..experiments.feedforward import DATA_PARAMS, make_data
 from .outcomes import run_outcomes
 from .readable import number
 from .timing import time_ratios
@@ -234,7 +235,15 @@ def trivial_loss(experiment: str, config: dict) -> float:
     """Loss of the best constant prediction on the data the final loss is measured on."""
     if experiment == "rnn_training":
         return ADDING_BASELINE_MSE
-    data = make_data(get("training").resolve(config))
+    resolved = get("training").resolve(config)
+    return _trivial_training_loss(tuple((p.name, resolved[p.name]) for p in DATA_PARAMS))
+
+
+@functools.lru_cache(maxsize=64)
+def _trivial_training_loss(data_params: tuple) -> float:
+    """:func:`trivial_loss` of one data set (its :data:`DATA_PARAMS`), computed once: the
+    cells of a row share their data."""
+    data = make_data(dict(data_params))
     y = data.y_test
     if data.task == "classification":
         p = np.bincount(y.numpy(), minlength=data.d_out) / len(y)
@@ -516,7 +525,7 @@ def cell_text(row: pd.Series) -> str:
         counts.append(f"{int(row['blew_up'])}/{n} ✕")
     if row["stalled"]:
         counts.append(f"{int(row['stalled'])}/{n} st")
-    return "\n".join(lines + ([" ".join(counts)] if counts else []))
+    return "\n".join(lines + counts)
 
 
 def plot_matrix(ax, summary: pd.DataFrame, low: float = 1.0, high: float = 2.0,
