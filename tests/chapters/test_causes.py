@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 import exploding_gradients as eg
-from exploding_gradients.study.plots import check_legible
 from exploding_gradients.chapters import causes as chapter
+from exploding_gradients.study.plots import check_legible
 from exploding_gradients.study.remedy_matrix import CAUSES, cause_config
 
 P = chapter.CHAPTER.parameters({"profile": "quick"}, before={})
