@@ -111,7 +111,7 @@ def fig_causes(table: pd.DataFrame, P: Params) -> plt.Figure:
     at :data:`DIVERGED_AT` where runs diverged), one legend below both."""
     names = list(dict.fromkeys(table.cause))
     labels = [f"{tex(CAUSES[n].label)}\nvs {tex(twin_change(CAUSES[n]))}" for n in names]
-    fig, axes = plots.figure(2, 1, height=0.5 * len(names) * 2 + 1.8, layout="constrained")
+    fig, axes = plots.figure(2, 1, height=0.5 * len(names) * 2 + 1.8)
     y = np.arange(len(names))[::-1]
     for i, variant in enumerate(["healthy", "failing"]):
         sub = table[table.variant == variant].set_index("cause").loc[names]
@@ -130,7 +130,7 @@ def fig_causes(table: pd.DataFrame, P: Params) -> plt.Figure:
         ax.set_xscale("log")
         ax.axvline(1, color="black", linewidth=0.8)
         ax.grid(axis="y", visible=False)
-    axes[0].set_xlabel("gradient at the input end / at the loss end, at initialization")
+    axes[0].set_xlabel("gradient at the input end / at the loss end\n(at initialization)")
     axes[1].set_xlabel("final loss / initial loss after training")
     low, _ = axes[1].get_xlim()
     axes[1].set_xlim(low, DIVERGED_AT * 2.5)
@@ -140,6 +140,6 @@ def fig_causes(table: pd.DataFrame, P: Params) -> plt.Figure:
                for i in range(2)]
     handles.append(mpl.lines.Line2D([], [], linestyle="none", marker="X", markersize=9,
                                     color="0.3"))
-    fig.legend(handles, ["healthy twin", "failing configuration", "runs diverged"],
-               loc="outside lower center", ncol=3)
+    plots.legend_below(fig, handles, ["healthy twin", "failing configuration",
+                                      "runs diverged"], ncol=3)
     return fig

@@ -258,13 +258,13 @@ def fig_heatmap(runs: pd.DataFrame, P: Params) -> plt.Figure:
 def fig_seeds(runs: pd.DataFrame, P: Params) -> plt.Figure:
     """Every run's final/constant loss, one row per remedy, causes side by side."""
     n = runs["remedy"].nunique()
-    fig, ax = plots.figure(1, 1, height=0.42 * n + 1.8, layout="constrained")
+    fig, ax = plots.figure(1, 1, height=0.42 * n + 1.8)
     rm.plot_seeds(ax, runs, plots.OKABE_ITO, plots.MARKERS,
                   labels={c: short(c).replace("\n", " ") for c in runs["cause"].unique()})
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.axvline(P.stall_threshold, color="black", linewidth=0.8, linestyle="--")
     ax.set_xlabel("final loss / constant-prediction loss")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.4, -0.1), ncol=2)
+    plots.legend_below(fig, *ax.get_legend_handles_labels())
     return fig
 
 
@@ -282,7 +282,7 @@ def fig_budget(runs: pd.DataFrame, P: Params) -> plt.Figure:
     budget = budget_summary(runs, P)
     remedy = budget[~budget.remedy.isin(["none", "healthy"]) & budget.applicable]
     twins = budget[budget.remedy == "healthy"]
-    fig, ax = plots.figure(1, 1, height=3.4, layout="constrained")
+    fig, ax = plots.figure(1, 1, height=3.6)
     series = [("remedy cells fixed", remedy.groupby("steps").fixed.sum()),
               ("remedy cells with a run that blew up",
                remedy.assign(x=remedy.blew_up > 0).groupby("steps").x.sum()),
@@ -296,7 +296,7 @@ def fig_budget(runs: pd.DataFrame, P: Params) -> plt.Figure:
     ax.set_ylabel("cells")
     ax.set_xticks(checkpoints(P))
     ax.set_ylim(0, None)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.45, -0.22), ncol=2)
+    plots.legend_below(fig, *ax.get_legend_handles_labels())
     return fig
 
 
@@ -501,6 +501,7 @@ def gen_numbers(gen: dict, P: Params) -> dict:
     n_blown = int(out[out.variant == "failing"].blew_up.sum())
     numbers.update({"matrix_gen_n_worse": len(worse), "matrix_gen_n": len(GEN_ROWS),
                     "matrix_gen_worse": names(worse), "matrix_gen_blown": n_blown,
+                    "matrix_gen_not_worse": names([c for c in GEN_ROWS if c not in worse]),
                     "matrix_gen_verdict": ("supported" if len(worse) == len(GEN_ROWS)
                                            else "refuted" if not worse else "nuanced")})
     return numbers

@@ -446,7 +446,7 @@ def fig_adamw(penalties: dict[str, pd.DataFrame], P: Params) -> plt.Figure:
     """The RNN with Adam: gradient norm and loss over the steps, without a penalty, with
     the strongest L2 penalty and with the two strongest decoupled decays."""
     runs = _labelled(penalties["rnn"], cases(P)["rnn"].config["lr"])
-    fig, axes = plots.figure(1, 2, height=3.6, layout="constrained")
+    fig, axes = plots.figure(1, 2, height=3.6)
     for kind, r, label, i in _adamw_shown(P):
         sub = runs[(runs.remedy == kind) & np.isclose(runs.rate, r)]
         for ax, col in zip(axes, ["grad_norm", "loss"], strict=True):
@@ -459,7 +459,7 @@ def fig_adamw(penalties: dict[str, pd.DataFrame], P: Params) -> plt.Figure:
     axes[1].set_ylabel("minibatch loss (MSE)")
     axes[1].axhline(ADDING_BASELINE_MSE, color="black", linestyle="--", linewidth=1,
                     label="predict the mean (1/6)")
-    fig.legend(*axes[1].get_legend_handles_labels(), loc="outside lower center", ncol=2)
+    plots.legend_below(fig, *axes[1].get_legend_handles_labels())
     return fig
 
 
@@ -537,7 +537,7 @@ def _legend_below(fig: plt.Figure, ncol: int = 2) -> None:
     legend = fig.legends[-1]
     handles, texts = legend.legend_handles, [t.get_text() for t in legend.get_texts()]
     legend.remove()
-    fig.legend(handles, texts, loc="outside lower center", ncol=ncol)
+    plots.legend_below(fig, handles, texts, ncol)
 
 
 def _decades(ax: plt.Axes) -> None:
@@ -561,7 +561,7 @@ def fig_warmup(sharp: pd.DataFrame, warm: pd.DataFrame, safe: pd.DataFrame,
     """Fraction of seeds diverged and final test loss against the peak learning rate (in
     units of 2/lambda_max at initialization), per warmup length."""
     stab, warm_out = stability_lr(sharp), _final_test(warm, ["lr", "warmup_steps"])
-    fig, axes = plots.figure(1, 2, height=3.6, layout="constrained")
+    fig, axes = plots.figure(1, 2, height=3.6)
     for i, w in enumerate(P.warmup_lengths):
         sub = warm_out[warm_out.warmup_steps == w]
         frac = sub.groupby("lr")["diverged"].mean()
@@ -589,7 +589,7 @@ def fig_warmup(sharp: pd.DataFrame, warm: pd.DataFrame, safe: pd.DataFrame,
     axes[1].axhline(references(P)["regression"], color="black", linestyle="--", linewidth=1,
                     label="zero output")
     _log_formatters(axes[1])
-    fig.legend(*axes[1].get_legend_handles_labels(), loc="outside lower center", ncol=2)
+    plots.legend_below(fig, *axes[1].get_legend_handles_labels())
     return fig
 
 
@@ -741,7 +741,7 @@ def optimizer_outcomes(optimizers: dict[str, pd.DataFrame],
 def fig_optimizers(optimizers: dict[str, pd.DataFrame], P: Params) -> plt.Figure:
     """Final loss against the learning rate for SGD, Adam and RMSprop, per case."""
     outs, refs, labels = optimizer_outcomes(optimizers, P), references(P), cases(P)
-    fig, grid = plots.figure(2, 2, height=6.6, layout="constrained")
+    fig, grid = plots.figure(2, 2, height=6.6)
     axes = grid.flat
     for ax, key in zip(axes, labels, strict=True):
         out = outs[key].assign(optimizer=lambda d: d["family"])
@@ -772,7 +772,7 @@ def _first_steps(optimizers: dict[str, pd.DataFrame], P: Params) -> pd.DataFrame
 def fig_first_step(optimizers: dict[str, pd.DataFrame], P: Params) -> plt.Figure:
     """First update / weights per unit learning rate against the first gradient norm."""
     mlp, labels = _first_steps(optimizers, P), cases(P)
-    fig, ax = plots.figure(1, 1, height=4.2, layout="constrained")
+    fig, ax = plots.figure(1, 1, height=4.4)
     case_markers = {"deep": "o", "regression": "s", "inputs": "^"}
     fam_colors = {"sgd": plots.style(0)["color"], "adam": plots.style(1)["color"],
                   "rmsprop": plots.style(2)["color"]}
@@ -790,7 +790,7 @@ def fig_first_step(optimizers: dict[str, pd.DataFrame], P: Params) -> plt.Figure
     ax.set_yscale("log")
     ax.set_xlabel(r"gradient norm $\|g\|$ at step 0")
     ax.set_ylabel(r"$\|\Delta w\|/(\eta\|w\|)$ at step 0")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
+    plots.legend_below(fig, *ax.get_legend_handles_labels())
     return fig
 
 
@@ -870,7 +870,7 @@ def fig_budget(budget: pd.DataFrame, P: Params) -> plt.Figure:
     """Test loss over the steps of the long runs of the deep network: Adam at each
     learning rate against the He-initialized twin, with the short budget marked."""
     curves, labels = budget_curves(budget), budget_labels(budget)
-    fig, ax = plots.figure(1, 1, height=3.6, layout="constrained")
+    fig, ax = plots.figure(1, 1, height=3.8)
     for i, (key, label) in enumerate(labels.items()):
         sub = curves[(curves.optimizer == key[0]) & (curves.lr == key[1])
                      & (curves.init == key[2])]
@@ -885,7 +885,7 @@ def fig_budget(budget: pd.DataFrame, P: Params) -> plt.Figure:
     _decades(ax)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("test loss")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+    plots.legend_below(fig, *ax.get_legend_handles_labels())
     return fig
 
 
@@ -950,7 +950,7 @@ def fig_stopping(stop_mlp: pd.DataFrame, stop_rnn: pd.DataFrame, safe: pd.DataFr
     """Final (or restored) loss against the early-stopping threshold, MLP and RNN."""
     mlp, rnn = stopping_outcomes(stop_mlp, stop_rnn)
     mlp_safe, rnn_safe = safe_final(safe), safe_rnn_final(safe_rnn)
-    fig, axes = plots.figure(1, 2, height=3.6, layout="constrained")
+    fig, axes = plots.figure(1, 2, height=3.6)
     order = [*P.stop_lrs, "rnn"]
     labels = {**{lr: f"MLP, lr {lr:g}" for lr in P.stop_lrs}, "rnn": f"RNN, lr {P.rnn_sgd_lr:g}"}
     plots.outcome_panel(axes[0], mlp, "x", "lr", {lr: labels[lr] for lr in P.stop_lrs},

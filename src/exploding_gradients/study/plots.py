@@ -232,6 +232,17 @@ def outcome_legend(fig: plt.Figure, labels: dict, order: list, reference_label: 
                ncol=ncol or len(handles), fontsize=9)
 
 
+def legend_below(fig: plt.Figure, handles: list, labels: list, ncol: int = 2) -> None:
+    """One legend under all the panels, inside the figure: the panels are laid out by
+    ``tight_layout`` above a strip kept free for the legend's rows, so that neither the
+    legend nor the provenance :func:`stamp` (drawn under the figure) runs into the axes'
+    labels or into each other, and the figure keeps its width."""
+    rows = -(-len(labels) // ncol)
+    strip = (0.3 * rows + 0.15) / fig.get_figheight()
+    fig.tight_layout(rect=(0, strip, 1, 1))
+    fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=ncol)
+
+
 def per_step(ax: plt.Axes, runs: pd.DataFrame, column: str, group: str, labels: dict) -> None:
     """``column`` of a training table against ``step`` for each value of ``group``: seeds
     as a band (the per-step rows only; a diverged run's line stops where it diverged)."""
