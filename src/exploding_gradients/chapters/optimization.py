@@ -832,9 +832,9 @@ def optimizer_numbers(optimizers: dict[str, pd.DataFrame], P: Params) -> dict:
                             f"{P.deep_sigma_w / np.sqrt(P.width):.2g} "
                             f"(σ_w = {P.deep_sigma_w:g})",
         "opt_rms_over_adam": med_range((pair["rmsprop"] / pair["adam"]).dropna(), "{:.3g}"),
-        "opt_adam_step_span": f"{adam_steps.max() / adam_steps.min():.2g}",
-        "opt_sgd_step_span": f"{sgd_steps.max() / sgd_steps.min():.2g}",
-        "opt_grad_span": f"{grads.max() / grads.min():.2g}",
+        "opt_adam_step_span": readable.number(adam_steps.max() / adam_steps.min(), 2),
+        "opt_sgd_step_span": readable.number(sgd_steps.max() / sgd_steps.min(), 2),
+        "opt_grad_span": readable.number(grads.max() / grads.min(), 2),
     }
     table, labels = optimizer_table(optimizers, P), cases(P)
     columns = {"div": "diverged over the grid", "best": "final loss at best lr",
@@ -1069,7 +1069,8 @@ def timing_table(costs: pd.DataFrame) -> pd.DataFrame:
                **costs.groupby("variant", sort=False)["step_seconds"].median().to_dict()}
     return pd.DataFrame({
         "variant": list(seconds),
-        "CPU seconds per step (median over rounds)": [f"{s:.3g}" for s in seconds.values()],
+        "CPU seconds per step (median over rounds)":
+            [readable.number(s, 3) for s in seconds.values()],
         "ratio to none in the same round, median [min, max]":
             [ratio_text(costs, k) for k in seconds]})
 
