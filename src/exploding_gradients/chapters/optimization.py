@@ -300,7 +300,7 @@ def setup_numbers(P: Params) -> dict:
     return numbers
 
 
-NOTHING = "learned nothing (zero output; RNN: the mean)"
+NOTHING = "learned nothing (zero output; RNN: mean)"
 
 # --------------------------------------------------------------------------- 1. penalties
 
@@ -535,7 +535,8 @@ def _legend_below(fig: plt.Figure, ncol: int = 2) -> None:
     """Move the figure legend that :func:`.plots.outcome_legend` put above the panels to
     below them, in ``ncol`` columns at the book's legend size."""
     legend = fig.legends[-1]
-    handles, texts = legend.legend_handles, [t.get_text() for t in legend.get_texts()]
+    handles = legend.legend_handles
+    texts = [t.get_text().replace(", one per seed", "") for t in legend.get_texts()]
     legend.remove()
     plots.legend_below(fig, handles, texts, ncol)
 
@@ -752,7 +753,7 @@ def fig_optimizers(optimizers: dict[str, pd.DataFrame], P: Params) -> plt.Figure
         ax.set_xlabel("learning rate")
         ax.set_ylabel("final loss")
         _decades(ax)
-    plots.outcome_legend(fig, {"sgd": r"SGD (with momentum for the $\sigma_w$ network)",
+    plots.outcome_legend(fig, {"sgd": r"SGD (momentum on the $\sigma_w$ net)",
                                "adam": "Adam", "rmsprop": "RMSprop"}, OPT_ORDER, NOTHING)
     _legend_below(fig)
     return fig
