@@ -95,7 +95,7 @@ CHAPTER = Chapter(
     {
         "quick": dict(seeds=1, steps=8, depth=4, width=16, gen_steps=8, timing_steps=2,
                       timing_repeat=1),
-        "default": dict(seeds=3, steps=160, depth=16, width=64, gen_steps=200, timing_steps=10,
+        "default": dict(seeds=3, steps=120, depth=16, width=64, gen_steps=200, timing_steps=10,
                         timing_repeat=3),
         "full": dict(seeds=10, steps=1000, depth=30, width=128, gen_steps=2000,
                      timing_steps=100, timing_repeat=5),
