@@ -348,3 +348,29 @@ def test_rnn_critical_sigma_w_makes_the_mean_field_factor_one():
     assert theory.mean_field_growth(values[2], 2.0) == pytest.approx(1.0, abs=1e-3)
     with pytest.raises(ValueError):
         theory.rnn_critical_sigma_w(-1.0)
+def test_dropout_multiplies_the_per_layer_gradient_factor_by_one_over_keep():
+    """Measured: the backward growth of ||dL/dh|| across He-initialized ReLU layers with
+    dropout p in training mode, against sqrt(chi_1 / (1 - p)) with chi_1 = 1 (He)."""
+    assert theory.dropout_chi_factor(0.0) == 1.0
+    assert theory.dropout_chi_factor(0.5) == pytest.approx(2.0)
+    with pytest.raises(ValueError):
+        theory.dropout_chi_factor(1.0)
+    p, depth, width = 0.3, 12, 512
+    gen = torch.Generator().manual_seed(0)
+    model = MLP(16, width, depth, 4, dropout=p, generator=gen)
+    for block in model.blocks:
+        torch.nn.init.normal_(block.linear.weight, std=math.sqrt(2 / block.linear.in_features),
+                              generator=gen)
+        torch.nn.init.zeros_(block.linear.bias)
+    model.train()
+    x = torch.randn(256, 16, generator=gen)
+    hidden = []
+    h = x
+    for block in model.blocks:
+        h = block(h)
+        h.retain_grad()
+        hidden.append(h)
+    model.readout(h).pow(2).sum().backward()
+    norms = np.log([float(t.grad.norm()) for t in hidden])
+    slope = -np.polyfit(np.arange(depth), norms, 1)[0]  # growth towards the input
+    assert math.exp(slope) == pytest.approx(theory.dropout_chi_factor(p) ** 0.5, rel=0.05)

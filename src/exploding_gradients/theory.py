@@ -456,6 +456,20 @@ def penalty_shrink(lr: float, strength: float, steps: int, momentum: float = 0.0
     return float(1.0 - math.exp(-lr * strength * steps / (1.0 - momentum)))
 
 
+def dropout_chi_factor(p: float) -> float:
+    """Factor by which (inverted) dropout with drop probability ``p`` multiplies the
+    mean-field gradient factor chi_1 of every layer it follows: ``1 / (1 - p)``.
+
+    A kept unit is scaled by ``1/(1-p)`` and kept with probability ``1-p``, so the mask
+    m satisfies E[m^2] = 1/(1-p); it multiplies both the forward second moment and the
+    backward one, chi_1 -> sigma_w^2 E[phi'(h)^2] / (1-p) (Schoenholz et al. 2017, with
+    their keep probability rho = 1 - p).  Over L layers the gradient norm gains
+    (1-p)^(-L/2): dropout adds growth, it cannot take it away."""
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    return 1.0 / (1.0 - p)
+
+
 
 
 # --------------------------------------------------------------------------- recurrence

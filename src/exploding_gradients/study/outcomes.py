@@ -57,8 +57,9 @@ def run_outcomes(runs: pd.DataFrame, by: list[str] | None = None,
     * ``first_grad_norm``, ``max_grad_norm`` (largest finite) and ``spike`` (largest
       finite over the median finite gradient norm); ``first_update_ratio`` (of step 0).
     * ``lag_ratio_start`` / ``lag_ratio_end`` (recurrent runs: first and last sampled).
-    * ``blew_up``: the run diverged, or its final loss is above ``blow_up`` times its
-      first (:data:`BLOW_UP`); a superset of ``diverged``, added after every other column.
+    * ``blew_up``: diverged, or the final loss above ``blow_up`` times the first (the test
+      losses when the table has them, else the training losses), or no finite final loss
+      (:data:`BLOW_UP`); a superset of ``diverged``.
 
     ``by`` columns with missing values (points of a sweep that did not set them) are kept.
     """
@@ -97,8 +98,10 @@ def run_outcomes(runs: pd.DataFrame, by: list[str] | None = None,
             "spike": float(grad.max() / grad.median()) if len(grad) else math.nan,
             "first_update_ratio": _first(ratio[g["step"] == 0]) if len(ratio) else math.nan,
             "lag_ratio_start": _first(lag), "lag_ratio_end": _last(lag),
-            "blew_up": diverged or not final_loss <= blow_up * first_loss,
         })
+        first, last = ((rows[-1]["first_test_loss"], rows[-1]["final_test_loss"])
+                       if len(test) else (first_loss, final_loss))
+        rows[-1]["blew_up"] = bool(diverged or not last <= blow_up * first)
     return pd.DataFrame(rows)
 
 

@@ -242,11 +242,13 @@ def per_step(ax: plt.Axes, runs: pd.DataFrame, column: str, group: str, labels: 
     ax.set_xlabel("step")
 
 
-def legend_below(fig: plt.Figure, ncol: int = 2, handles=None, labels=None) -> None:
-    """One legend for the whole figure, under its panels, then ``tight_layout`` leaving it
-    room: the entries of every axes (each label once, in order of appearance) unless
-    ``handles`` and ``labels`` are given.  Several panels share one legend this way
-    instead of each covering its own data."""
+def legend_below(fig: plt.Figure, handles: list | None = None, labels: list | None = None,
+                 ncol: int = 2) -> None:
+    """One legend for the whole figure, under its panels and inside the figure: the
+    entries of every axes (each label once, in order of appearance) unless ``handles``
+    and ``labels`` are given.  The panels are laid out by ``tight_layout`` above a strip
+    kept free for the legend's rows, so neither the legend nor the provenance
+    :func:`stamp` runs into the axes' labels, and the figure keeps its width."""
     if handles is None:
         seen: dict = {}
         for ax in fig.get_axes():
@@ -255,9 +257,9 @@ def legend_below(fig: plt.Figure, ncol: int = 2, handles=None, labels=None) -> N
                     seen.setdefault(label, h)
         labels, handles = list(seen), list(seen.values())
     rows = -(-len(labels) // ncol)
+    strip = (0.3 * rows + 0.15) / fig.get_figheight()
+    fig.tight_layout(rect=(0, strip, 1, 1))
     fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=ncol)
-    bottom = (0.12 + 0.26 * rows) / fig.get_figheight()
-    fig.tight_layout(rect=(0, bottom, 1, 1))
 
 
 def theory_legend(ax: plt.Axes) -> None:
