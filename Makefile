@@ -45,6 +45,10 @@ book/generated/%.ipynb: notebooks/%.ipynb $(STAMP) $(PROFILE_STAMP)
 	$(PY) -m exploding_gradients.build.bookbuild $< $@ --profile $(PROFILE) \
 		$(if $(BACKEND),--backend $(BACKEND)) $(if $(SCHEDULER),--scheduler $(SCHEDULER))
 
+# The ledger decides its verdicts from every chapter's numbers: it runs after them, and
+# again whenever one of them changes.
+book/generated/claims.ipynb: $(filter-out book/generated/claims.ipynb book/generated/scaling.ipynb,$(EXECUTED))
+
 # The scaling page times the machine: it runs after every other page, alone.
 book/generated/scaling.ipynb: | $(filter-out book/generated/scaling.ipynb,$(EXECUTED))
 

@@ -56,6 +56,7 @@ NAMES = (
     "matrix",
     "monitoring",
     "convnets",
+    "claims",
     "scaling",
 )
 

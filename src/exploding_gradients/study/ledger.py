@@ -145,5 +145,6 @@ def decide(claims: list[Claim], numbers: Numbers) -> list[dict]:
                              f"allowed: {', '.join(VERDICTS)}")
         rows.append({"section": claim.section, "claim": claim.claim,
                      "made_by": claim.made_by, "verdict": verdict, "evidence": evidence,
-                     "rule": claim.rule, "link": f"{claim.page}.ipynb#{claim.anchor}"})
+                     "rule": claim.rule,
+                     "link": f"{claim.page}.ipynb" + (f"#{claim.anchor}" if claim.anchor else "")})
     return rows
