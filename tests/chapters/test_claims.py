@@ -76,11 +76,10 @@ def test_k_n_reads_both_forms_and_refuses_text():
         claims.k_n("none")
 
 
-def test_the_table_is_a_list_table_with_each_claim_its_verdict_and_rule():
+def test_the_cards_hold_each_claim_its_verdict_and_rule():
     rows = claims.ledger(Numbers.of(recorded()))
-    text = claims.table(rows, "Remedies")
-    assert text.startswith("```{list-table}") and text.endswith("```")
+    text = claims.cards(rows, "Remedies")
     remedies = rows[rows["section"] == "Remedies"]
-    assert text.count("\n* - ") == len(remedies) + 1  # the header row, then one per claim
-    assert text.count("*Rule:*") == len(remedies)
-    assert all(f"**{v}**" in text for v in remedies["verdict"])
+    assert text.count("````{admonition}") == len(remedies) == text.count("*Rule:*")
+    assert all(f"**{v.capitalize()}**" in text for v in remedies["verdict"])
+    assert all(c in text for c in remedies["claim"])

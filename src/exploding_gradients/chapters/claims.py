@@ -425,18 +425,24 @@ def _residual(n: Numbers):
 
 @_claim("Remedies", "L1/L2 weight regularization prevents exploding gradients.",
         "Kickstarters, GM-RKB", "optimization", "optimization-penalties",
-        "untestable here when no penalty saved the deep network with large weights (the "
-        "penalty is meant to act over long runs, which none here is); nuanced if some "
-        "penalty saved it.")
+        "refuted if no penalty strength kept the deep network with large weights from "
+        "diverging and the regression runs it kept finite ended within 5 % of the "
+        "constant-output loss (saved by collapsing, not by learning); nuanced otherwise. "
+        "The long-run weight drift the penalty is meant for is not part of the rule.")
 def _penalty(n: Numbers):
-    saved = int(n.number("optimization", "opt_pen_deep_nsaved"))
-    verdict = "nuanced" if saved else "untestable here"
+    saved_deep = int(n.number("optimization", "opt_pen_deep_nsaved"))
+    saved_loss = n.number("optimization", "opt_pen_regression_saved_loss")
+    collapsed = math.isnan(saved_loss) or near(
+        saved_loss, n.number("optimization", "opt_pen_reg_zero"), 0.05)
+    verdict = "refuted" if saved_deep == 0 and collapsed else "nuanced"
     return verdict, (
-        f"A penalty is meant to keep weights from drifting into explosion over a long run, "
-        f"which no run here tests. Against explosions present at initialization, "
+        f"Against explosions present at initialization, "
         f"{n['optimization', 'opt_pen_deep_ndiv_pen']} penalized runs of the deep network "
-        f"with large weights diverged, and the regression runs it saved were saved by "
-        f"shrinking the network to a constant output "
+        f"with large weights diverged; the regression runs a penalty kept finite ended at a "
+        f"loss of {n['optimization', 'opt_pen_regression_saved_loss']}, where a network "
+        f"that outputs a constant scores {n['optimization', 'opt_pen_reg_zero']}. A "
+        f"penalty is meant to keep weights from drifting into explosion over a long run, "
+        f"which no run here tests "
         f"({link('optimization', 'Optimization', 'optimization-penalties')}).")
 
 
@@ -553,12 +559,16 @@ def counts(rows: pd.DataFrame) -> dict[str, object]:
     return numbers
 
 
-def table(rows: pd.DataFrame, section: str) -> str:
-    """The claims of ``section`` as a MyST list-table (the page renders it as MyST, so
-    links, citations and math in the evidence work)."""
-    lines = ["```{list-table}", ":header-rows: 1", ":widths: 30 12 12 46", "",
-             "* - Claim (paraphrased)", "  - Made by", "  - Verdict", "  - Evidence and rule"]
+def cards(rows: pd.DataFrame, section: str) -> str:
+    """The claims of ``section`` as MyST, one box per claim (readable at phone width,
+    where a four-column table is not): the claim as its title, then the verdict and who
+    makes it, the evidence, and the rule.  The page renders it as MyST, so links,
+    citations and math in the evidence work."""
+    blocks = []
     for row in rows[rows["section"] == section].itertuples():
-        lines += [f"* - {row.claim}", f"  - {row.made_by}", f"  - **{row.verdict}**",
-                  f"  - {row.evidence}", "", f"    *Rule:* {row.rule}"]
-    return "\n".join(lines + ["```"])
+        css = "claim claim-" + row.verdict.split()[0]
+        blocks.append("\n".join([
+            f"````{{admonition}} {row.claim}", f":class: {css}", "",
+            f"**{row.verdict.capitalize()}** · made by {row.made_by}", "", row.evidence, "",
+            f"*Rule:* {row.rule}", "````"]))
+    return "\n\n".join(blocks)
