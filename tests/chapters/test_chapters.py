@@ -124,3 +124,16 @@ def test_a_page_is_prose_and_a_few_visible_calls(nb):
         if measures.search(cell.source):
             assert not hidden & set(cell.metadata.get("tags", [])), cell.source[:200]
     assert any(measures.search(c.source) for c in cells)
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_a_page_opened_alone_installs_its_package_from_the_books_repository(nb):
+    """The launch buttons open a source notebook without the package (Colab): its first
+    code cell installs it from the repository _config.yml names, and only if missing."""
+    import re
+
+    url = re.search(r"^repository:\n  url: (\S+)", (ROOT / "_config.yml").read_text(), re.M)
+    first = next(c for c in nbformat.read(nb, as_version=4).cells if c.cell_type == "code")
+    assert 'find_spec("exploding_gradients") is None' in first.source
+    assert f"git+{url.group(1)}" in first.source
+    assert "remove-cell" in first.metadata.get("tags", [])
