@@ -53,6 +53,7 @@ NAMES = (
     "optimization",
     "matrix",
     "monitoring",
+    "transformers",
     "scaling",
 )
 
