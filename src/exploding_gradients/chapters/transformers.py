@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -49,7 +50,7 @@ CHAPTER = Chapter(
                      low=1, high=10**6),
         Param("vocab", "int", 8, "token values of the sorting task", low=2, high=65536),
         Param("n_train", "int", 1024, "training sequences", low=1, high=10**7),
-        Param("warmup_lrs", "list[float]", [0.003, 0.01, 0.03],
+        Param("warmup_lrs", "list[float]", [0.01, 0.03, 0.1],
               "Adam learning rates of the warmup comparison", low=1e-8, high=100.0),
         Param("qk_lrs", "list[float]", [0.01, 0.03, 0.1, 0.3],
               "Adam learning rates of the QK-layernorm comparison (pre-LN, with warmup)",
@@ -59,7 +60,7 @@ CHAPTER = Chapter(
         "quick": dict(seeds=1, depths=[2, 4], width=16, train_seeds=1, train_depth=2,
                       train_steps=6, warmup_steps=2),
         "default": dict(seeds=4, depths=[2, 4, 8, 16, 32, 64], width=32, train_seeds=3,
-                        train_depth=6, train_steps=50, warmup_steps=12),
+                        train_depth=4, train_steps=50, warmup_steps=12),
         "full": dict(seeds=20, depths=[2, 4, 8, 16, 32, 64, 128, 256], width=128,
                      train_seeds=10, train_depth=12, train_steps=2000, warmup_steps=500),
     },
@@ -346,6 +347,7 @@ def fig_warmup(runs: pd.DataFrame, P: Params) -> plt.Figure:
     plots.loss_panel(bottom, sub.assign(arm=arm(sub)), "arm", list(WARMUP_ARMS), labels,
                      smooth=5)
     bottom.axhline(chance_loss(P), color="black", linestyle="--", linewidth=1)
+    plots.log_axis(bottom)
     bottom.set_title(f"learning rate {lr:g}")
     bottom.legend(loc="lower left", ncol=2)
     fig.tight_layout()
@@ -434,9 +436,10 @@ def fig_qk(runs: pd.DataFrame, P: Params) -> plt.Figure:
     plots.outcome_panel(right, out.assign(final=out["logit_last"]), "lr", "arm", labels,
                         None, order)
     right.set_ylabel("largest attention logit, last step")
+    right.yaxis.set_major_formatter(mpl.ticker.FuncFormatter(lambda v, _: number(v, 2)))
+    right.yaxis.set_minor_formatter(mpl.ticker.NullFormatter())
     for ax in (left, right):
         ax.set_xlabel("peak learning rate")
-        ax.tick_params(axis="x", labelrotation=45)
     fig.tight_layout()
     plots.outcome_legend(fig, labels, order, "uniform prediction (chance)", ncol=2)
     legible_legend(fig)
