@@ -21,7 +21,7 @@ BOOK_SRC  := _config.yml _toc.yml $(wildcard book/*.md book/*.bib book/_ext/*.py
 # The profile is part of every executed page's identity: switching it re-executes.
 PROFILE_STAMP := book/generated/.profile-$(PROFILE)
 
-.PHONY: book test lint venv clean benchmark linkcheck
+.PHONY: book pdf test lint venv clean benchmark linkcheck
 
 book: $(STAMP)
 	$(MAKE) -j$(JOBS) $(EXECUTED)
@@ -32,7 +32,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[book,test]"
+	$(PY) -m pip install --quiet -e ".[book,test,lightning]"
 	touch $@
 
 $(PROFILE_STAMP):
@@ -68,6 +68,11 @@ endif
 _build/html/index.html: $(EXECUTED) $(BOOK_SRC) $(STAMP)
 	$(PY) -m exploding_gradients.build.site .
 	touch $@
+
+# The whole book as one PDF, printed by Chromium from the single-page build
+# (exploding_gradients.build.pdf): _build/html/exploding-gradients.pdf, linked from the intro.
+pdf: book
+	$(if $(CHROMIUM),CHROMIUM=$(CHROMIUM)) $(PY) -m exploding_gradients.build.pdf .
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests

@@ -2,7 +2,8 @@
 
 ``make benchmark`` (or ``python benchmarks/run.py --profile quick`` for a fast check):
 
-* batched vs looped seeds: a 20-layer width-64 MLP, 16 seeds
+* batched vs looped seeds: a 20-layer width-64 MLP, 16 seeds, against the bare ensemble
+  (stacked matrix products and SGD, nothing else) and the machine's matmul peak
   (``study.timing.benchmark_ensemble``);
 * parallel vs serial sweep: 8 training runs on one worker process per core vs one
   process (``backend="local"`` vs ``"serial"``), worker start-up not counted;
@@ -64,6 +65,10 @@ def main() -> None:
     book = record["book"]
     rows = [
         ("batched / looped seeds, speed-up per seed-step", record["batched_seeds"]["ratio"]),
+        ("batched / bare ensemble, time per seed-step", record["batched_seeds"]["over_bare"]),
+        ("loop, share of the matmul peak", record["batched_seeds"]["loop_share"]),
+        ("batched engine, share of the matmul peak", record["batched_seeds"]["batched_share"]),
+        ("bare ensemble, share of the matmul peak", record["batched_seeds"]["bare_share"]),
         ("local (all cores) / serial sweep, speed-up", record["parallel_sweep"]["ratio"]),
         ("monitoring on / off, time per step (width 64)", record["monitoring"]["ratio"]),
         ("  its per-step part, fraction of a step", record["monitoring"]["every_step_overhead"]),

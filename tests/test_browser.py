@@ -30,6 +30,8 @@ from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 
 import pytest
 
+from exploding_gradients.build.pdf import NAME as PDF
+
 pytestmark = pytest.mark.slow
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -300,6 +302,8 @@ def test_every_internal_link_resolves(visited, site, built_book):
             if href.startswith(("mailto:", "javascript:", "tel:")) or _origin(url) != origin:
                 continue
             target, anchor = urldefrag(url)
+            if target == site + PDF and not (built_book / PDF).exists():
+                continue  # printed by `make pdf`, after the site is built
             label = f"{r.page}: <a href={href!r}> ({link['text']!r})"
             status = _fetch(target)[0]
             if status != 200:
@@ -471,5 +475,48 @@ def test_the_navigation_opens_on_a_phone(browser, site):
         page.wait_for_selector("dialog#pst-primary-sidebar-modal[open]", timeout=5000)
         link = page.query_selector("dialog#pst-primary-sidebar-modal a[href*='depth']")
         assert link is not None and link.is_visible()
+    finally:
+        context.close()
+
+
+# --- the interactive explorer ------------------------------------------------------------------
+
+# What the explorer plots now: the y values of every visible trace, as Plotly holds them.
+PLOTTED = """() => {
+  const gd = document.getElementById("depth-explorer");
+  if (!gd || !gd._fullData) return null;
+  return gd._fullData.filter(t => t.visible === true)
+    .map(t => Array.from(t.y, v => Number(v).toPrecision(6)).join(",")).join(";");
+}"""
+
+
+def test_the_depth_explorer_runs_offline_and_answers_its_controls(browser, site):
+    """The explorer on the depth page loads plotly.js from the site (other origins are
+    blocked), and moving its slider or picking another activation changes the data it
+    plots."""
+    context, page = _new_page(browser, site, WIDTHS["desktop"])
+    try:
+        errors = []
+        page.on("pageerror", lambda error: errors.append(error.message))
+        page.goto(site + "book/generated/depth.html", wait_until="load")
+        page.wait_for_function("() => window.Plotly && document.querySelector("
+                               "'#depth-explorer .slider-container')", timeout=20000)
+        assert page.evaluate("() => Array.from(document.scripts).some(s => "
+                             "(s.getAttribute('src') || '').endsWith('_static/plotly.min.js'))")
+        start = page.evaluate(PLOTTED)
+        assert start, "the explorer plots nothing"
+        # the slider: a click at the right end of its rail moves it to the largest sigma_w
+        page.locator("#depth-explorer .slider-container").evaluate(
+            "el => el.scrollIntoView({block: 'center'})")  # clear of the sticky header
+        rail = page.locator("#depth-explorer .slider-rail-touch-rect").bounding_box()
+        page.mouse.click(rail["x"] + rail["width"] - 3, rail["y"] + rail["height"] / 2)
+        page.wait_for_function(f"() => ({PLOTTED})() !== {start!r}", timeout=5000)
+        moved = page.evaluate(PLOTTED)
+        # the dropdown: open it and pick the second activation
+        page.locator("#depth-explorer .updatemenu-header-group").click()
+        page.locator("#depth-explorer .updatemenu-dropdown-button").nth(1).click()
+        page.wait_for_function(f"() => ({PLOTTED})() !== {moved!r}", timeout=5000)
+        assert page.evaluate(PLOTTED) not in (start, moved)
+        assert not errors, errors
     finally:
         context.close()

@@ -157,3 +157,23 @@ def test_killed_at_any_moment_out_holds_one_whole_run(tmp_path):
         table = pd.read_csv(out / "results.csv")
         assert sorted(table.seed.unique()) == list(range(config["seeds"]))
         seen.add(config["seeds"])
+
+
+def test_ctrl_c_while_the_package_loads_ends_with_a_message(tmp_path):
+    """Loading torch takes seconds; an interrupt then is reproduced exactly by an import
+    hook that raises KeyboardInterrupt when torch is imported."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "class Interrupt:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'torch':\n"
+            "            raise KeyboardInterrupt\n"
+            "sys.meta_path.insert(0, Interrupt())\n"
+            "import exploding_gradients\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert done.returncode == 130
+    assert done.stderr.strip() == ("interrupted while loading exploding_gradients; "
+                                   "nothing was computed")

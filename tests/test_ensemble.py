@@ -115,7 +115,7 @@ def test_training_registers_the_batched_hook_and_the_engine_parameter():
     exp = eg.REGISTRY["training"]
     assert exp.batched is not None
     assert eg.REGISTRY["signal_propagation"].batched is None
-    assert exp.resolve({})["engine"] == "loop"
+    assert exp.resolve({})["engine"] == "batched"
     assert exp.resolve({"engine": "batched"})["engine"] == "batched"
     with pytest.raises(eg.ConfigError, match="engine"):
         exp.resolve({"engine": "vmap"})
@@ -131,7 +131,7 @@ def test_run_and_sweep_honour_the_batched_engine(spy_experiment):
     config = dict(SMALL, steps=5)
     grid = [{"sigma_w": 1.0}, {"sigma_w": 2.0}]
     swept = eg.sweep("training", grid, seeds=2, engine="batched", **config)
-    loop = eg.sweep("training", grid, seeds=2, use_cache=False, **config)
+    loop = eg.sweep("training", grid, seeds=2, use_cache=False, engine="loop", **config)
     assert not swept.equals(loop)  # baddbmm, not addmm: the last bits differ
     assert_same_table(loop.drop(columns=["sigma_w"]), swept.drop(columns=["sigma_w"]))
     calls = spy_experiment("training")  # everything is in the cache now

@@ -56,6 +56,40 @@ def test_nonfinite_gradient_is_traced_backwards():
         assert monitor.first_nonfinite() == "2"
 
 
+def test_a_half_precision_weight_gradient_that_overflows_alone_is_named():
+    """Each weight-gradient entry sums one product per sample: in float16 it passes
+    65504 while the gradients it is made of stay finite, and the monitor must say so."""
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 1))
+    with torch.no_grad():
+        for layer in model:
+            layer.weight.fill_(0.5)
+    x = torch.full((64, 4), 100.0)
+    with GradientMonitor(model) as monitor, torch.autocast("cpu", dtype=torch.float16):
+        out = model(x)
+    (out.float().sum() * 40.0).backward()  # dL/d(output) = 40: fine; dW3 = 64 x 40 x 400
+    rows = monitor.layer_stats()
+    assert all(math.isfinite(r["delta_norm"]) and math.isfinite(r["preact_var"]) for r in rows)
+    assert math.isinf(rows[2]["grad_norm"]) and rows[2]["nonfinite"]
+    assert monitor.first_nonfinite() == "2"  # the backward pass computes it first
+
+
+def test_first_nonfinite_layer_reads_forward_then_backward_from_rows():
+    from exploding_gradients.monitor import first_nonfinite_layer
+
+    inf, nan = float("inf"), float("nan")
+
+    def rows(*values):
+        return [{"layer": i, "preact_var": p, "delta_norm": d, "grad_norm": g}
+                for i, (p, d, g) in enumerate(values, start=1)]
+
+    assert first_nonfinite_layer(rows((1, 1, 1), (1, 1, 1)), "layer") is None
+    # forward: the input-most; it wins over any gradient
+    assert first_nonfinite_layer(rows((1, inf, 1), (inf, 1, 1), (nan, 1, 1)), "layer") == 2
+    # backward: the output-most layer with a non-finite delta or weight gradient
+    assert first_nonfinite_layer(rows((1, inf, inf), (1, 1, inf), (1, 1, 1)), "layer") == 2
+    assert first_nonfinite_layer(rows((1, nan, 1), (1, 1, 1)), "layer") == 1
+
+
 def test_derivative_stats_of_known_functions():
     from exploding_gradients.monitor import derivative_stats
 
@@ -502,3 +536,138 @@ def test_update_ratios_of_an_attention_cover_its_projections():
     expected = 0.1 * 4 / before[4:8].norm().item()
     assert ratios["attn.k"] == pytest.approx(expected, rel=1e-5)
     assert 0 < ratios["attn"] < ratios["attn.k"]
+
+
+# --------------------------------------------------------------- the whole distribution
+
+class HistogramWriter:
+    """A TensorBoard-style writer that only remembers what it was given."""
+
+    def __init__(self):
+        self.histograms, self.images, self.scalars = {}, {}, {}
+
+    def add_histogram(self, tag, values, step):
+        self.histograms[tag] = (values, step)
+
+    def add_image(self, tag, image, step):
+        self.images[tag] = (image, step)
+
+    def add_scalar(self, tag, value, step):
+        self.scalars[tag] = (value, step)
+
+
+def test_detailed_monitor_reports_quantiles_dead_and_saturated_units():
+    lin = nn.Linear(2, 3, bias=False)
+    with torch.no_grad():  # unit 0 always negative (dead behind a ReLU), unit 1 huge
+        lin.weight.copy_(torch.tensor([[-1.0, 0.0], [10.0, 0.0], [0.5, 0.0]]))
+    x = torch.tensor([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0], [4.0, 0.0]])
+    with GradientMonitor(nn.Sequential(lin), detail=True) as monitor:
+        lin(x).sum().backward()
+        (row,) = monitor.layer_stats()
+    out = x @ lin.weight.T
+    assert row["act_q50"] == pytest.approx(torch.quantile(out.abs(), 0.5).item())
+    assert row["act_q99"] == pytest.approx(torch.quantile(out.abs(), 0.99).item())
+    assert row["grad_q99"] == pytest.approx(torch.quantile(lin.weight.grad.abs(), 0.99).item())
+    assert row["dead_fraction"] == pytest.approx(1 / 3)
+    assert row["saturated_fraction"] == pytest.approx(5 / 12)  # 10..40 and -4 exceed 3
+    values = monitor.layer_values()["0"]
+    assert torch.equal(values["activations"], out.reshape(-1))
+    assert values["gradients"].numel() == 6
+
+
+def test_a_plain_monitor_computes_no_distribution():
+    model = nn.Sequential(nn.Linear(3, 3))
+    with GradientMonitor(model) as monitor:
+        model(torch.randn(4, 3)).sum().backward()
+        (row,) = monitor.layer_stats()
+    assert "act_q99" not in row and monitor._values == {}
+    with pytest.raises(RuntimeError, match="detail=True"):
+        monitor.layer_values()
+
+
+def test_detailed_monitor_samples_large_layers_and_finds_conv_channels():
+    from exploding_gradients.monitor import SAMPLE, distribution_stats
+
+    out = torch.randn(8, 4, 100, 100)  # 320,000 values: a strided sample is reduced
+    out[:, 2] = -out[:, 2].abs()  # channel 2 never positive
+    stats = distribution_stats(out, None, 1, 3.0)
+    assert stats["dead_fraction"] == 0.25 and math.isnan(stats["grad_q50"])
+    assert stats["act_q50"] == pytest.approx(0.674, abs=0.03)  # median |N(0, 1)|
+    assert SAMPLE < out.numel()
+
+
+def test_optimizer_moments_are_bias_corrected_adam_moments():
+    from exploding_gradients.monitor import optimizer_moments
+
+    model = nn.Sequential(nn.Linear(3, 2))
+    layers = {"0": model[0]}
+    adam = torch.optim.Adam(model.parameters(), lr=0.1)
+    assert math.isnan(optimizer_moments(adam, layers)["0"]["moment1"])  # no step yet
+    model(torch.randn(5, 3)).sum().backward()
+    g = model[0].weight.grad.clone()
+    adam.step()
+    m = optimizer_moments(adam, layers)["0"]
+    rms = g.square().mean().sqrt().item()  # after one step m_hat = g, v_hat = g^2
+    assert m["moment1"] == pytest.approx(rms, rel=1e-5)
+    assert m["moment2"] == pytest.approx(rms, rel=1e-5)
+    adam.zero_grad()
+    (100 * model(torch.randn(5, 3)).sum()).backward()  # a spike: moment2 jumps
+    adam.step()
+    assert optimizer_moments(adam, layers)["0"]["moment2"] > 10 * rms
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    sgd.step()
+    m = optimizer_moments(sgd, layers)["0"]
+    assert m["moment1"] > 0 and math.isnan(m["moment2"])
+
+
+def test_layer_history_heatmap_and_histograms_go_to_any_writer():
+    from exploding_gradients.monitor import (
+        LayerHistory,
+        heatmap_image,
+        log_heatmap,
+        log_histograms,
+    )
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))
+    monitor = GradientMonitor(model, detail=True)
+    history, writer = LayerHistory(), HistogramWriter()
+    for step in range(3):
+        model.zero_grad()
+        model(torch.randn(8, 3)).pow(2).sum().backward()
+        history.add(step, monitor.layer_stats())
+        assert log_histograms(writer, monitor, step) == 4  # 2 layers x 2 kinds
+    monitor.remove()
+    names, steps, values = history.matrix("grad_q99")
+    assert names == ["0", "2"] and steps == [0, 1, 2] and values.shape == (2, 3)
+    assert set(writer.histograms) == {f"monitor/{k}/{n}" for k in ("activations", "gradients")
+                                      for n in names}
+    log_heatmap(writer, "monitor/grad_q99", history, "grad_q99", 2)
+    image, step = writer.images["monitor/grad_q99"]
+    assert image.shape == (3, 2 * 4, 3 * 4) and step == 2
+    assert 0 <= image.min() and image.max() <= 1
+    img = heatmap_image(torch.tensor([[1.0, 10.0], [100.0, math.nan]]), cell=1)
+    assert torch.equal(img[:, 1, 1], torch.zeros(3))  # missing: black
+    assert img[:, 1, 0].sum() > img[:, 0, 0].sum()  # bright yellow at the top of the range
+
+
+def test_training_records_each_layers_update_ratio_and_moments():
+    import exploding_gradients as eg
+
+    config = dict(depth=3, width=8, n_train=64, batch_size=16, steps=20, log_every=5,
+                  optimizer="adam", engine="loop")  # as the detailed run, which needs it
+    plain = eg.run("training", config, seeds=1)
+    detailed = eg.run("training", config, seeds=1, layer_detail=True)
+    shared = list(plain.columns)
+    # the detail changes no result: the same table plus columns (and per-layer ratios)
+    pd_equal = detailed[shared].drop(columns="update_ratio").equals(
+        plain.drop(columns="update_ratio"))
+    assert pd_equal
+    layers = detailed[(detailed.layer > 0) & (detailed.step < 20)]
+    assert (layers.update_ratio > 0).all() and (layers.moment2 > 0).all()
+    assert layers[["act_q99", "grad_q99", "dead_fraction"]].notna().all().all()
+    skipped = eg.run("training", dict(config, lr=1e6, optimizer="sgd", skip="nonfinite"),
+                     seeds=1, layer_detail=True)
+    steps = skipped[(skipped.layer == 0) & (skipped.skipped == 1)].step
+    rows = skipped[(skipped.layer > 0) & skipped.step.isin(steps)]
+    assert len(rows) and (rows.update_ratio == 0).all()  # a skipped step changes nothing
+    assert rows.moment1.isna().all()  # plain SGD keeps no moments

@@ -87,3 +87,21 @@ def test_bad_precision_settings_are_refused_before_compute(overrides, named):
 def test_mixed_precision_runs_in_the_per_seed_loop():
     config = eg.REGISTRY["training"].resolve(dict(BASE, precision="bf16", engine="batched"))
     assert not eg.REGISTRY["training"].runs_batched(config)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_limits_are_where_each_format_overflows_and_flushes(precision):
+    import torch
+
+    from exploding_gradients.precision import DTYPES, limits
+
+    info, dtype = limits(precision), DTYPES[precision]
+    assert torch.tensor(info["max"], dtype=dtype).item() == info["max"]
+    assert torch.tensor(info["max"], dtype=dtype) * 2 == float("inf")
+    tiny = torch.tensor(info["smallest_subnormal"], dtype=dtype)
+    assert tiny.item() == info["smallest_subnormal"] > 0
+    assert (tiny / 2).item() == 0.0  # half of it rounds (to even) to zero
+    assert 1 + info["eps"] > 1 and torch.tensor(1 + info["eps"] / 2, dtype=dtype).item() == 1
+    assert info["significant_bits"] == {"fp32": 24, "bf16": 8, "fp16": 11}[precision]
+    with pytest.raises(eg.ConfigError, match="parameter 'precision'"):
+        limits("fp8")

@@ -9,7 +9,13 @@
   after the build starts twice per page (``THEBE_JS_URL`` is then declared twice, an
   uncaught error in the browser).
 - Give the theme its default colour mode ("auto") so it does not log an invalid mode.
+- Serve plotly.js from the site: the interactive explorers
+  (``exploding_gradients.study.explorer``) load ``_static/plotly.min.js``, copied here
+  from the installed plotly package, so they work offline.
 """
+
+import shutil
+from pathlib import Path
 
 GENERATED, SOURCE = "book/generated/", "notebooks/"
 
@@ -44,9 +50,21 @@ def _default_mode(app, config):
     config.html_context.setdefault("default_mode", "auto")
 
 
+def _copy_plotly(app, exception):
+    """Copy plotly.min.js into the HTML site's ``_static`` once the pages are written."""
+    if exception is not None or app.builder.format != "html":
+        return
+    from exploding_gradients.study.explorer import PLOTLY_JS, plotly_js
+
+    static = Path(app.outdir) / "_static"
+    static.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(plotly_js(), static / PLOTLY_JS)
+
+
 def setup(app):
     # sphinx-book-theme adds the launch buttons at priority 501; run after it.
     app.connect("html-page-context", _retarget_launch_buttons, priority=600)
     app.connect("html-page-context", _deduplicate_scripts, priority=900)
     app.connect("config-inited", _default_mode)
+    app.connect("build-finished", _copy_plotly)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

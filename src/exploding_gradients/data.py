@@ -132,3 +132,65 @@ def make_sequences(n_train: int, n_test: int, seq_len: int, vocab: int,
     x = torch.randint(0, vocab, (n_train + n_test, seq_len), generator=generator)
     y = x.sort(dim=1).values
     return Dataset(x[:n_train], y[:n_train], x[n_train:], y[n_train:], "sort", vocab)
+
+
+# --------------------------------------------------------------------------- outlier batches
+
+OUTLIER_KINDS = ("inputs", "labels")
+
+
+def outlier_generator(seed: int) -> torch.Generator:
+    """The generator of a run's outlier batches: its own stream, apart from the one that
+    draws the minibatches, so that a run with outliers sees the same minibatches as its
+    clean twin, only some of them corrupted (a fixed odd multiplier keeps it apart from
+    every seed's main generator)."""
+    return torch.Generator().manual_seed((seed * 0x9E3779B1 + 0x5EED) % 2**63)
+
+
+def outlier_steps(steps: int, prob: float, burst: int, generator: torch.Generator
+                  ) -> torch.Tensor:
+    """Which of ``steps`` minibatches are outliers: an episode starts at each step with
+    probability ``prob`` (one uniform draw per step, from ``generator``) and corrupts
+    ``burst`` consecutive minibatches.  A boolean tensor of length ``steps``."""
+    if not 0 <= prob <= 1 or burst < 1:
+        raise ValueError(f"need 0 <= prob <= 1 and burst >= 1, got {prob}, {burst}")
+    starts = torch.rand(steps, generator=generator) < prob
+    hit = torch.zeros(steps, dtype=torch.bool)
+    for t in torch.nonzero(starts).flatten().tolist():
+        hit[t:t + burst] = True
+    return hit
+
+
+class OutlierBatches:
+    """Minibatches of which some are outliers, to make spikes on purpose.
+
+    ``next_batch`` draws the clean minibatches (one call per step, as the training loop
+    makes them); ``schedule`` (see :func:`outlier_steps`) says which calls get corrupted.
+    ``kind="inputs"``: the batch's inputs multiplied by ``scale`` (a burst of
+    heavy-tailed inputs: a ReLU network's outputs and gradients grow with them);
+    ``kind="labels"``: its targets replaced by random ones (classification: uniform
+    random classes among ``n_classes``; regression: Gaussian targets of standard
+    deviation ``scale``), drawn from ``generator``.  ``calls`` counts the batches drawn.
+    """
+
+    def __init__(self, next_batch, schedule: torch.Tensor, kind: str, scale: float,
+                 generator: torch.Generator, n_classes: int | None = None):
+        if kind not in OUTLIER_KINDS:
+            raise ValueError(f"unknown outlier kind {kind!r}; allowed: "
+                             f"{', '.join(OUTLIER_KINDS)}")
+        self.next_batch, self.schedule, self.kind, self.scale = next_batch, schedule, kind, scale
+        self.generator, self.n_classes, self.calls = generator, n_classes, 0
+
+    def __call__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.next_batch()
+        hit = self.calls < len(self.schedule) and bool(self.schedule[self.calls])
+        self.calls += 1
+        if not hit:
+            return x, y
+        if self.kind == "inputs":
+            return x * self.scale, y
+        if self.n_classes is not None:  # classification: labels are class indices
+            return x, torch.randint(0, self.n_classes, y.shape, generator=self.generator
+                                    ).to(y.device)
+        noise = torch.randn(y.shape, generator=self.generator).to(y.device)
+        return x, self.scale * noise

@@ -45,6 +45,7 @@ from __future__ import annotations
 import ctypes
 import math
 import os
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -53,7 +54,7 @@ from torch import nn
 
 from .models.mlp import MLP
 from .remedies import Remedies
-from .train import TrainLog, divergence_cause, make_optimizer
+from .train import FlatGrads, TrainLog, divergence_cause, make_optimizer
 
 ENGINES = ("bmm", "vmap")
 #: Test samples evaluated at once (a fixed number, so a member's results do not depend on
@@ -98,7 +99,11 @@ def train_ensemble(config: dict, runs: list, engine: str = "bmm") -> list[TrainL
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; allowed: {', '.join(ENGINES)}")
     _keep_freed_memory()
-    return _train(config, runs, _forward_bmm if engine == "bmm" else _forward_vmap)
+    with warnings.catch_warnings():
+        # The flat gradients are (E, n) rows: a member's slice of a stack is not the dense
+        # layout autograd's check expects, though it accumulates into it all the same.
+        warnings.filterwarnings("ignore", message="grad and param do not obey")
+        return _train(config, runs, _forward_bmm if engine == "bmm" else _forward_vmap)
 
 
 _MALLOC_TUNED = False
@@ -140,18 +145,16 @@ def _keep_freed_memory() -> None:
 # --------------------------------------------------------------------------- the stacks
 
 class _Ensemble:
-    """Stacked parameters ``(E, ...)`` of the live members, and their optimizer."""
+    """Stacked parameters ``(E, ...)`` of the live members, their gradients (one flat
+    ``(E, n)`` buffer, :class:`.train.FlatGrads`) and their optimizer."""
 
     def __init__(self, models: list[MLP], optimizer: str, lr: float):
         template = models[0]
         self.template = template
         self.names = [name for name, _ in template.named_parameters()]
         each = [dict(m.named_parameters()) for m in models]
-        self.params = [torch.stack([p[name].detach() for p in each]).requires_grad_()
-                       for name in self.names]
         self.index = {name: i for i, name in enumerate(self.names)}
-        self.optimizer_name, self.lr = optimizer, lr
-        self.opt = make_optimizer(optimizer, self.params, lr)
+        self.optimizer_name = optimizer
         self.members = list(range(len(models)))  # member of each slot
         blocks = template.blocks
         self.residual = [b.residual for b in blocks]
@@ -163,6 +166,36 @@ class _Ensemble:
         self.final = {self.index["readout.weight"], self.index["readout.bias"]}
         self._preacts: list[torch.Tensor] = []
         self._hooks = [b.linear.register_forward_hook(self._record) for b in blocks]
+        self._bind([torch.stack([p[name].detach() for p in each]).requires_grad_()
+                    for name in self.names], lr)
+
+    def _bind(self, params: list[torch.Tensor], lr: float, grads: torch.Tensor | None = None
+              ) -> None:
+        """Take ``params`` as the stacks: flat gradients (a copy of ``grads`` if given),
+        a fresh optimizer at learning rate ``lr``, and the per-layer tensors the forward
+        pass reads (looked up once here, not by name at every layer and step)."""
+        # The stacks become views of one (E, n) buffer, laid out as their gradients are
+        # (a member's parameters in one row), so autograd accumulates into the flat
+        # gradients with matching strides.
+        members = params[0].shape[0]
+        sizes = [p[0].numel() for p in params]
+        self.flat = torch.cat([p.detach().reshape(members, -1) for p in params], dim=1)
+        params = [v.view_as(p).detach().requires_grad_()
+                  for v, p in zip(self.flat.split(sizes, dim=1), params, strict=True)]
+        self.params = params
+        self.grads = FlatGrads(params, members=members)
+        if grads is not None:
+            self.grads.flat.copy_(grads)
+        self.opt = make_optimizer(self.optimizer_name, params, lr)
+
+        def get(name: str) -> torch.Tensor | None:
+            return params[self.index[name]] if name in self.index else None
+
+        self.layers = [(get(f"blocks.{i}.linear.weight").transpose(1, 2),
+                        get(f"blocks.{i}.linear.bias").unsqueeze(1),
+                        get(f"blocks.{i}.norm.weight"), get(f"blocks.{i}.norm.bias"))
+                       for i in range(len(self.acts))]
+        self.readout = (get("readout.weight").transpose(1, 2), get("readout.bias").unsqueeze(1))
 
     def _record(self, module, inputs, output):
         self._preacts.append(output)
@@ -174,20 +207,13 @@ class _Ensemble:
         """Keep only ``slots`` (in order): parameters, gradients and optimizer state."""
         idx = torch.tensor(slots, dtype=torch.long)
         size = len(self.members)
-        params = []
-        for p in self.params:
-            q = p.detach().index_select(0, idx).requires_grad_()
-            if p.grad is not None:
-                q.grad = p.grad.index_select(0, idx)
-            params.append(q)
-        opt = make_optimizer(self.optimizer_name, params, self.lr)
-        for group, old in zip(opt.param_groups, self.opt.param_groups, strict=True):
-            group["lr"] = old["lr"]
-        for p, q in zip(self.params, params, strict=True):
-            state = self.opt.state.get(p)
+        params = [p.detach().index_select(0, idx).requires_grad_() for p in self.params]
+        old = self.opt
+        self._bind(params, old.param_groups[0]["lr"], self.grads.flat.index_select(0, idx))
+        for p, q in zip(old.param_groups[0]["params"], params, strict=True):
+            state = old.state.get(p)
             if state:
-                opt.state[q] = {k: _slice(v, idx, size) for k, v in state.items()}
-        self.params, self.opt = params, opt
+                self.opt.state[q] = {k: _slice(v, idx, size) for k, v in state.items()}
         self.members = [self.members[s] for s in slots]
 
 
@@ -197,31 +223,31 @@ def _slice(value, idx: torch.Tensor, size: int):
     return value.clone() if isinstance(value, torch.Tensor) else value
 
 
-def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """``x @ W^T + b`` per member: x ``(E, B, in)`` or shared ``(B, in)``."""
+def _linear(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``x @ W^T + b`` per member: x ``(E, B, in)`` or shared ``(B, in)``; ``weight_t``
+    is ``W^T`` ``(E, in, out)``, ``bias`` ``(E, 1, out)``."""
     if x.ndim == 2:
-        x = x.expand(weight.shape[0], *x.shape)
-    return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+        x = x.expand(weight_t.shape[0], *x.shape)
+    return torch.baddbmm(bias, x, weight_t)
 
 
 def _forward_bmm(ens: _Ensemble, x: torch.Tensor, retain: bool):
     """Outputs ``(E, B, d_out)`` and the hidden pre-activations, with ``baddbmm``."""
     preacts = []
-    for i, act in enumerate(ens.acts):
-        z = _linear(x, ens.param(f"blocks.{i}.linear.weight"),
-                    ens.param(f"blocks.{i}.linear.bias"))
+    for (weight_t, bias, norm_w, norm_b), act, eps, residual, scale in zip(
+            ens.layers, ens.acts, ens.layer_norm_eps, ens.residual, ens.residual_scale,
+            strict=True):
+        z = _linear(x, weight_t, bias)
         if retain:
             z.retain_grad()
         preacts.append(z)
         h = z
-        eps = ens.layer_norm_eps[i]
         if eps is not None:
             h = F.layer_norm(h, h.shape[-1:], eps=eps)
-            h = torch.addcmul(ens.param(f"blocks.{i}.norm.bias").unsqueeze(1), h,
-                              ens.param(f"blocks.{i}.norm.weight").unsqueeze(1))
+            h = torch.addcmul(norm_b.unsqueeze(1), h, norm_w.unsqueeze(1))
         h = act(h)
-        x = x + ens.residual_scale[i] * h if ens.residual[i] else h
-    return _linear(x, ens.param("readout.weight"), ens.param("readout.bias")), preacts
+        x = x + scale * h if residual else h
+    return _linear(x, *ens.readout), preacts
 
 
 def _forward_vmap(ens: _Ensemble, x: torch.Tensor, retain: bool):
@@ -253,19 +279,19 @@ def _member_losses(data, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return 0.5 * (out - y).pow(2).mean(dim=(1, 2))
 
 
+def _stacked(reduce: Callable, tensors: list[torch.Tensor]) -> torch.Tensor:
+    """``(len(tensors), E)``: ``reduce`` (over a member's last two dimensions) of each
+    tensor; one call on the stack when all have one shape (every hidden layer of an MLP
+    of one width)."""
+    if len({t.shape for t in tensors}) == 1:
+        return reduce(torch.stack(tensors))
+    return torch.stack([reduce(t) for t in tensors])
+
+
 def _per_member_norms(tensors: list[torch.Tensor]) -> torch.Tensor:
     """``(len(tensors), E)``: each tensor's norm per member."""
     return torch.stack([torch.linalg.vector_norm(t.reshape(t.shape[0], -1), dim=1)
                         for t in tensors])
-
-
-def _total_norms(norms: torch.Tensor) -> torch.Tensor:
-    """``(E,)``: the norm of each member's column of ``norms`` (its total norm).
-
-    Reduced along contiguous rows, so each member's sum runs in the same order whatever
-    the number of members (a reduction across rows would not, for one member).
-    """
-    return torch.linalg.vector_norm(norms.t().contiguous(), dim=1)
 
 
 def _train(config: dict, runs: list, forward: Forward) -> list[TrainLog]:
@@ -295,14 +321,13 @@ def _train(config: dict, runs: list, forward: Forward) -> list[TrainLog]:
         live = [slot for slot in range(len(rows)) if slot not in dead]
         if not live:
             break
-        for p in ens.params:
-            p.grad = None
+        ens.grads.zero_()
         total = losses.sum() if not dead else losses[live].sum()
         (total + _penalty(remedies, ens.params)).backward()
-        norms = _per_member_norms([p.grad for p in ens.params])  # (P, E)
-        grad_norms = _total_norms(norms).tolist()
+        member_norms = ens.grads.member_norms()
+        grad_norms = member_norms.tolist()
         if sampled:
-            layer_rows = _layer_stats(ens, norms, preacts)
+            layer_rows = _layer_stats(ens, preacts)
             tests = _test_metrics(ens, data, forward)
         for slot in live:
             member, row = ens.members[slot], rows[slot]
@@ -320,22 +345,22 @@ def _train(config: dict, runs: list, forward: Forward) -> list[TrainLog]:
             break
         if dead:
             keep = [slot for slot in range(len(rows)) if slot not in dead]
-            rows = [rows[slot] for slot in keep]
-            norms = norms[:, keep]
-            ens.keep(keep)
             if not keep:
                 break
+            rows = [rows[slot] for slot in keep]
+            member_norms = member_norms[keep]
+            ens.keep(keep)
         step_lr = lr * remedies.lr_factor(step, steps)
         for group in ens.opt.param_groups:
             group["lr"] = step_lr
-        clipped = _clip(remedies, ens, _total_norms(norms)).tolist()
-        before = [p.detach().clone() for p in ens.params] if sampled else None
+        clipped = _clip(remedies, ens, member_norms).tolist()
+        before = ens.flat.clone() if sampled else None
         if remedies.weight_decay:
             with torch.no_grad():
                 torch._foreach_mul_([p for p in ens.params if p.ndim > 2],
                                     1 - step_lr * remedies.weight_decay)
         ens.opt.step()
-        ratios = _update_ratios(ens.params, before) if sampled else None
+        ratios = _update_ratios(ens.flat, before) if sampled else None
         for slot, row in enumerate(rows):
             row["step_lr"] = step_lr
             row["clipped"] = float(clipped[slot])
@@ -366,18 +391,16 @@ def _penalty(remedies: Remedies, params: list[torch.Tensor]) -> torch.Tensor | f
 def _clip(remedies: Remedies, ens: _Ensemble, total_norms: torch.Tensor) -> torch.Tensor:
     """:meth:`.Remedies.clip_` of each member: norms and units per member; returns, per
     member, whether a gradient changed."""
-    grads = [p.grad for p in ens.params]
+    flat = ens.grads.flat  # (E, n): each member's gradients, one row
     members = total_norms.shape[0]
     if remedies.clip == "norm":  # as torch.nn.utils.clip_grad_norm_, per member
         coef = (remedies.clip_threshold / (total_norms + 1e-6)).clamp(max=1.0)
-        for g in grads:
-            g.mul_(coef.view(-1, *[1] * (g.ndim - 1)))
+        flat.mul_(coef.unsqueeze(1))
         return total_norms > remedies.clip_threshold
     if remedies.clip == "value":
-        largest = torch.stack([g.reshape(members, -1).abs().amax(dim=1) for g in grads])
-        for g in grads:
-            g.clamp_(min=-remedies.clip_threshold, max=remedies.clip_threshold)
-        return (largest > remedies.clip_threshold).any(dim=0)
+        largest = flat.abs().amax(dim=1)
+        flat.clamp_(min=-remedies.clip_threshold, max=remedies.clip_threshold)
+        return largest > remedies.clip_threshold
     changed = torch.zeros(members, dtype=torch.bool)
     if remedies.clip == "agc":  # as remedies.adaptive_clip_grad_, readout left alone
         for i, p in enumerate(ens.params):
@@ -400,14 +423,16 @@ def _unitwise_norm(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _layer_stats(ens: _Ensemble, norms: torch.Tensor,
-                 preacts: list[torch.Tensor]) -> list[list[dict]]:
-    """Per member, per hidden layer: grad_norm, delta_norm, preact_var (the monitor's)."""
-    grad = norms[ens.hidden]  # (L, E)
-    delta = torch.stack([torch.linalg.vector_norm(z.grad, dim=(1, 2)) for z in preacts])
-    var = torch.stack([z.detach().var(dim=(1, 2), unbiased=False) for z in preacts])
-    zeros = torch.stack([(ens.params[i].grad == 0).sum(dim=(1, 2)).double()
-                         / ens.params[i].grad[0].numel() for i in ens.hidden]).to(grad.dtype)
+def _layer_stats(ens: _Ensemble, preacts: list[torch.Tensor]) -> list[list[dict]]:
+    """Per member, per hidden layer: grad_norm, delta_norm, preact_var (the monitor's),
+    each reduced over all layers at once where their shapes allow."""
+    weights = [ens.params[i].grad for i in ens.hidden]
+    grad = _per_member_norms(weights)  # (L, E)
+    delta = _stacked(lambda z: torch.linalg.vector_norm(z, dim=(-2, -1)),
+                     [z.grad for z in preacts])
+    var = _stacked(lambda z: z.var(dim=(-2, -1), unbiased=False), [z.detach() for z in preacts])
+    zeros = torch.stack([(g == 0).sum(dim=(1, 2)).double() / g[0].numel()
+                         for g in weights]).to(grad.dtype)
     table = torch.stack([grad, delta, var, zeros], dim=-1).transpose(0, 1).tolist()
     return [[{"grad_norm": g, "delta_norm": d, "preact_var": v, "grad_zero_fraction": z}
              for g, d, v, z in member] for member in table]  # (E, L, 4)
@@ -429,7 +454,8 @@ def _test_metrics(ens: _Ensemble, data, forward: Forward) -> list[dict]:
 
 
 @torch.no_grad()
-def _update_ratios(params: list[torch.Tensor], before: list[torch.Tensor]) -> list[float]:
-    moved = _per_member_norms(torch._foreach_sub([p.detach() for p in params], before))
-    weight = _per_member_norms(before)
-    return (_total_norms(moved) / _total_norms(weight)).tolist()
+def _update_ratios(flat: torch.Tensor, before: torch.Tensor) -> list[float]:
+    """Each member's ``||W_after - W_before|| / ||W_before||`` over all its parameters:
+    rows of the flat ``(E, n)`` parameters."""
+    moved = torch.linalg.vector_norm(before - flat, dim=1)
+    return (moved / torch.linalg.vector_norm(before, dim=1)).tolist()

@@ -21,8 +21,8 @@ For each watched module it records, on every forward/backward pass while enabled
   (recomputed from its inputs and weights, masks ignored, since PyTorch never
   materializes them) and every :class:`~.models.transformer.AttentionLogits` it contains
   (only in the rows of modules that contain attention);
-* ``nonfinite`` - whether the output or its gradient held a NaN/Inf
-  (:meth:`GradientMonitor.first_nonfinite` says where it started);
+* ``nonfinite`` - whether the output, the gradient w.r.t. it or the weight's gradient
+  held a NaN/Inf (:meth:`GradientMonitor.first_nonfinite` says where it started);
 * ``calls`` - how many times the module ran in the pass (a shared layer runs more than
   once; its statistics are then those of its last call, with a warning).
 
@@ -47,10 +47,22 @@ no host-device synchronisation per layer.  So an enabled monitor holds two tenso
 layer between a pass and the next read.  A disabled monitor has *no* hooks registered:
 it costs nothing at all.
 
+With ``detail=True`` it also records the distributions, not only their sizes: the
+median and 99th percentile of each layer's |output| and |weight gradient|, the fraction
+of dead units (an output never positive on the batch: dead behind a ReLU) and of
+saturated entries (|output| > ``saturation``: flat behind a tanh), and keeps a sample of
+the values for histograms (:meth:`GradientMonitor.layer_values`).  Off, none of it is
+computed.
+
 Also here: :meth:`GradientMonitor.before_step` / :meth:`~GradientMonitor.update_ratios`
-(the per-layer update-to-weight ratio of one optimizer step), :class:`SpikeDetector`
-(flags a gradient norm far above its recent median) and :func:`log_to_tensorboard`
-(any writer with ``add_scalar``, such as ``torch.utils.tensorboard.SummaryWriter``).
+(the per-layer update-to-weight ratio of one optimizer step), :func:`optimizer_moments`
+(the size of Adam's first and second moments per layer), :class:`LayerHistory` (per-layer
+statistics over steps, as a layer x step matrix), :class:`SpikeDetector` (flags a
+gradient norm far above its recent median), and TensorBoard logging through any writer
+with ``add_scalar`` / ``add_histogram`` / ``add_image``, such as
+``torch.utils.tensorboard.SummaryWriter`` (TensorBoard is not needed otherwise):
+:func:`log_to_tensorboard` (scalars), :func:`log_histograms` (one histogram per layer and
+kind) and :func:`log_heatmap` (one image for all layers over steps).
 """
 
 from __future__ import annotations
@@ -71,6 +83,14 @@ NORMS = (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nn.modules.batchnorm._BatchNorm
 WATCHED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.RNNBase, nn.MultiheadAttention,
            AttentionLogits, *NORMS)
 PROJECTIONS = ("q", "k", "v")  # the rows of a watched nn.MultiheadAttention's projections
+#: Quantiles of |output| and |weight gradient| a detailed monitor records per layer.
+QUANTILES = (0.5, 0.99)
+#: The detailed statistics' names, in the order :meth:`GradientMonitor.layer_stats` adds them.
+DETAIL_STATS = ("act_q50", "act_q99", "grad_q50", "grad_q99", "dead_fraction",
+                "saturated_fraction")
+#: Largest number of values a detailed monitor reduces or keeps per tensor (a strided
+#: sample beyond it: quantiles of a sample, cheap on any layer).
+SAMPLE = 1 << 16
 
 
 def as_floats(tensors: list[torch.Tensor]) -> list[float]:
@@ -116,6 +136,43 @@ def variances(tensors: list[torch.Tensor]) -> list[float]:
     return out
 
 
+@torch.no_grad()
+def _sample(t: torch.Tensor, size: int = SAMPLE) -> torch.Tensor:
+    """``t`` flattened, as float32 on its device; every k-th value if it has more than
+    ``size`` (a deterministic sample)."""
+    flat = t.detach().reshape(-1)
+    if flat.numel() > size:
+        flat = flat[:: -(-flat.numel() // size)]
+    return flat.float()
+
+
+@torch.no_grad()
+def distribution_stats(output: torch.Tensor, grad: torch.Tensor | None, unit_dim: int,
+                       saturation: float) -> dict[str, float]:
+    """The detailed statistics of one layer (see :data:`DETAIL_STATS`): quantiles of
+    |output| and |grad| (NaN without a gradient), the fraction of units (along
+    ``unit_dim``) whose output is never positive on the batch, and the fraction of output
+    entries beyond ``saturation`` in absolute value."""
+    q = torch.tensor(QUANTILES, device=output.device)
+    act = torch.quantile(_sample(output).abs(), q).tolist()
+    if grad is None or not grad.numel():
+        g = [math.nan] * len(QUANTILES)
+    else:
+        g = torch.quantile(_sample(grad).abs(), q).tolist()
+    dim = unit_dim % output.ndim if output.ndim > 1 else 0
+    per_unit = output.detach().movedim(dim, -1).reshape(-1, output.shape[dim])
+    dead = (per_unit.amax(dim=0) <= 0).double().mean().item()
+    saturated = (output.detach().abs() > saturation).double().mean().item()
+    return dict(zip(DETAIL_STATS, [*act, *g, dead, saturated], strict=True))
+
+
+def _unit_dim(module: nn.Module | None) -> int:
+    """The axis of a module's output that holds its units: channels second for
+    convolutions and batch norm, features last for every other layer."""
+    conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.modules.batchnorm._BatchNorm)
+    return 1 if isinstance(module, conv) else -1
+
+
 def _first_tensor(output) -> torch.Tensor | None:
     """The tensor a module's output stands for: the output itself, or the first
     floating-point tensor of a tuple, list or dict (many modules return those); None if
@@ -139,6 +196,12 @@ def default_modules(model: nn.Module) -> dict[str, nn.Module]:
               for m in mha.modules() if m is not mha}
     return {name: m for name, m in model.named_modules()
             if isinstance(m, WATCHED) and id(m) not in inside}
+
+
+def _weight(module: nn.Module) -> torch.Tensor | None:
+    """A module's ``weight``, or its first parameter when it has none (an RNN)."""
+    weight = getattr(module, "weight", None)
+    return weight if isinstance(weight, torch.Tensor) else next(module.parameters(), None)
 
 
 # A row's parameters: (parameter, index), the index selecting a slice (None: all of it).
@@ -255,6 +318,32 @@ class UpdateRatio:
         return as_floats(update), as_floats(weight)
 
 
+def first_nonfinite_layer(rows: list[dict], key: str = "name"):
+    """Where NaN/Inf first appeared in one forward and backward pass, from one row per
+    layer, input side first, with ``preact_var``, ``delta_norm`` and ``grad_norm`` (as
+    :meth:`GradientMonitor.layer_stats` gives them, or the per-layer rows of a training
+    table at one step); returns the row's ``key``, or None if every value is finite.
+
+    Forward first: the input-most layer whose output was non-finite.  Otherwise the
+    backward pass, which reaches the output-most layer first and there computes the
+    gradient w.r.t. the layer's output before its weight's gradient: the output-most
+    layer whose either gradient was non-finite.  The weight's gradient counts because
+    it can overflow alone: each of its entries sums one product per sample, so in
+    half precision it passes the largest finite value before the gradients it is made
+    of (a NaN of a missing value counts too: pass 0.0 for what was not measured).
+    """
+    def bad(row: dict, column: str) -> bool:
+        return not math.isfinite(row.get(column, 0.0))
+
+    for row in rows:
+        if bad(row, "preact_var"):
+            return row[key]
+    for row in reversed(rows):
+        if bad(row, "delta_norm") or bad(row, "grad_norm"):
+            return row[key]
+    return None
+
+
 class GradientMonitor:
     """Forward/backward hooks that record per-layer statistics of ``model``.
 
@@ -265,7 +354,7 @@ class GradientMonitor:
     """
 
     def __init__(self, model: nn.Module, modules: dict[str, nn.Module] | None = None,
-                 enabled: bool = True):
+                 enabled: bool = True, detail: bool = False, saturation: float = 3.0):
         if modules is None:
             modules = default_modules(model)
         if not modules:
@@ -300,6 +389,11 @@ class GradientMonitor:
         self._warned: set[str] = set()
         self._handles: list = []
         self._update: UpdateRatio | None = None
+        #: Whether :meth:`layer_stats` adds the distributions (see the module's docstring);
+        #: ``saturation``: the |output| beyond which an entry counts as saturated (tanh'(3)
+        #: is below 0.01).
+        self.detail, self.saturation = detail, saturation
+        self._values: dict[str, dict[str, torch.Tensor]] = {}
         self.enabled = enabled
 
     @property
@@ -384,6 +478,8 @@ class GradientMonitor:
         tops = as_floats([torch.stack(v).max().float() for v in self._logits.values()])
         for name, value in zip(self._logits, tops, strict=True):
             self._stats[name]["attn_logit_max"] = value
+        if self.detail and self._outputs:
+            self._read_distributions()
         for name, calls in self._calls.items():
             self._stats[name]["calls"] = calls
             if calls > 1 and name not in self._warned:
@@ -400,6 +496,31 @@ class GradientMonitor:
         self._read_since_pass = True
         return self._stats
 
+    def _read_distributions(self) -> None:
+        """The detailed statistics and a sample of the values of every layer whose output
+        was kept in this pass (its weight gradient as it is now: after the backward
+        pass, before the optimizer changes it)."""
+        self._values = {}
+        for name, out in self._outputs.items():
+            grads = [g.reshape(-1) for g in (_take(p, grad=True) for p in self._rows[name])
+                     if g is not None]
+            grad = None if not grads else grads[0] if len(grads) == 1 else torch.cat(grads)
+            module = self.modules.get(name)  # None for an attention's projection rows
+            self._stats[name].update(distribution_stats(out, grad, _unit_dim(module),
+                                                        self.saturation))
+            self._values[name] = {"activations": _sample(out).cpu()}
+            if grad is not None:
+                self._values[name]["gradients"] = _sample(grad).cpu()
+
+    def layer_values(self) -> dict[str, dict[str, torch.Tensor]]:
+        """With ``detail``: per layer, a sample (at most :data:`SAMPLE` values, on the CPU)
+        of the last read pass's outputs (``activations``) and weight gradient
+        (``gradients``), for histograms (see :func:`log_histograms`).  Read after
+        :meth:`layer_stats`."""
+        if not self.detail:
+            raise RuntimeError("GradientMonitor: layer_values() needs detail=True")
+        return self._values
+
     @staticmethod
     def _nonfinite(stats: dict[str, float], key: str) -> bool:
         return not math.isfinite(stats.get(key, 0.0))
@@ -408,9 +529,10 @@ class GradientMonitor:
         """One dict per row (the watched modules in registration order, each attention
         followed by its projections) with the last pass's stats.
 
-        ``nonfinite`` says the layer's output or the gradient w.r.t. it held a NaN/Inf,
-        read off ``preact_var`` and ``delta_norm``, which are then NaN/Inf too (as they
-        are when the values are so large, beyond ~1e19, that their squares overflow).
+        ``nonfinite`` says the layer's output, the gradient w.r.t. it or its weight's
+        gradient held a NaN/Inf, read off ``preact_var``, ``delta_norm`` and
+        ``grad_norm``, which are then NaN/Inf too (as they are when the values are so
+        large, beyond ~1e19, that their squares overflow).
         """
         grads = {row: [_take(p, grad=True) for p in pieces] for row, pieces in self._rows.items()}
         present = [g.detach() for gs in grads.values() for g in gs if g is not None]
@@ -422,37 +544,39 @@ class GradientMonitor:
             s, found = stats[name], [g for g in gs if g is not None]
             row_norms = [next(grad_norms) for _ in found]
             zero = sum(next(zeros) for _ in found)
+            grad_norm = (float("nan") if not found else row_norms[0] if len(found) == 1
+                         else math.sqrt(sum(v * v for v in row_norms)))
             rows.append({
                 "layer": index,
                 "name": name,
-                "grad_norm": (float("nan") if not found else row_norms[0] if len(found) == 1
-                              else math.sqrt(sum(v * v for v in row_norms))),
+                "grad_norm": grad_norm,
                 "grad_zero_fraction": (zero / sum(g.numel() for g in found) if found
                                        else float("nan")),
                 "delta_norm": s.get("delta_norm", float("nan")),
                 "preact_var": s.get("preact_var", float("nan")),
-                "nonfinite": self._nonfinite(s, "preact_var") or self._nonfinite(s, "delta_norm"),
+                "nonfinite": self._nonfinite(s, "preact_var") or self._nonfinite(s, "delta_norm")
+                or (bool(found) and not math.isfinite(grad_norm)),
                 "calls": int(s.get("calls", 0)),
+                **({k: s.get(k, math.nan) for k in DETAIL_STATS} if self.detail else {}),
             })
             if name in self._attending:
                 rows[-1]["attn_logit_max"] = s.get("attn_logit_max", float("nan"))
         return rows
 
     def first_nonfinite(self) -> str | None:
-        """Name of the layer where NaN/Inf first appeared in the last pass, if anywhere.
-
-        Forward first: the input-most layer whose output was non-finite.  Otherwise the
-        backward pass: the output-most layer whose gradient was non-finite, since the
-        backward pass reaches it first.  (Non-finite as in :meth:`layer_stats`.)
-        """
+        """Name of the layer where NaN/Inf first appeared in the last pass, if anywhere:
+        :func:`first_nonfinite_layer` of its output, the gradient w.r.t. it, and its
+        weight's gradient (as in :meth:`layer_stats`; a module without a weight
+        gradient is judged on the first two)."""
         stats = self._read()
-        for name in self.modules:
-            if self._nonfinite(stats[name], "preact_var"):
-                return name
-        for name in reversed(self.modules):
-            if self._nonfinite(stats[name], "delta_norm"):
-                return name
-        return None
+        grads = {name: [g for g in (_take(p, grad=True) for p in self._rows[name])
+                        if g is not None] for name in self.modules}
+        grads = {name: torch.stack(norms(gs)).norm() for name, gs in grads.items() if gs}
+        grad_norms = dict(zip(grads, as_floats(list(grads.values())), strict=True))
+        return first_nonfinite_layer([
+            {"name": name, "preact_var": stats[name].get("preact_var", 0.0),
+             "delta_norm": stats[name].get("delta_norm", 0.0),
+             "grad_norm": grad_norms.get(name, 0.0)} for name in self.modules])
 
     def before_step(self) -> None:
         """Remember the watched weights; call right before ``optimizer.step()``."""
@@ -569,6 +693,117 @@ def log_to_tensorboard(writer, stats, step: int, prefix: str = "monitor") -> int
             written += 1
     return written
 
+
+
+@torch.no_grad()
+def optimizer_moments(optimizer: torch.optim.Optimizer,
+                      modules: Mapping[str, nn.Module]) -> dict[str, dict[str, float]]:
+    """The size of the optimizer's running moments of each module's weight, per name.
+
+    ``moment1``: the root mean square of the first moment (Adam's ``exp_avg``, or the
+    momentum buffer of SGD with momentum); ``moment2``: the root of the mean second
+    moment (Adam's ``exp_avg_sq``, RMSprop's ``square_avg``), the gradient's size as the
+    optimizer remembers it.  Adam's moments are bias-corrected (divided by ``1 - beta^t``)
+    as its update uses them, so both are in gradient units and compare with the
+    gradient's own RMS: a spike inflates ``moment2`` for about ``1 / (1 - beta2)`` steps,
+    shrinking every later update (the damage AdaGC and SPAM address).  NaN where the
+    optimizer keeps no such moment (plain SGD) or has not stepped yet.
+    """
+    betas = {id(p): g.get("betas") for g in optimizer.param_groups for p in g["params"]}
+    out = {}
+    for name, module in modules.items():
+        weight = _weight(module)
+        state = optimizer.state.get(weight, {}) if weight is not None else {}
+        first = state.get("exp_avg", state.get("momentum_buffer"))
+        second = state.get("exp_avg_sq", state.get("square_avg"))
+        c1 = c2 = 1.0
+        beta = betas.get(id(weight)) if weight is not None else None
+        if beta is not None and "step" in state and "exp_avg" in state:
+            t = float(state["step"])
+            c1, c2 = 1 - beta[0] ** t, 1 - beta[1] ** t
+        out[name] = {
+            "moment1": math.nan if first is None else
+            (first.float().square().mean() / c1 ** 2).sqrt().item(),
+            "moment2": math.nan if second is None else (second.float().mean() / c2).sqrt().item(),
+        }
+    return out
+
+
+class LayerHistory:
+    """Per-layer statistics over steps, kept to draw (or log) as a layer x step matrix.
+
+    ``add(step, rows)`` takes :meth:`GradientMonitor.layer_stats`' rows (or any dicts with
+    ``name``); ``matrix(key)`` gives ``(layer names, steps, values)`` with ``values[i, j]``
+    the statistic of layer ``i`` at step ``j`` (NaN where missing): the "colorful
+    dimension" view of a run, one row per layer.
+    """
+
+    def __init__(self):
+        self.steps: list[int] = []
+        self.rows: list[list[dict]] = []
+
+    def add(self, step: int, rows: Iterable[dict]) -> None:
+        self.steps.append(step)
+        self.rows.append([dict(r) for r in rows])
+
+    def matrix(self, key: str) -> tuple[list[str], list[int], torch.Tensor]:
+        names = list(dict.fromkeys(r["name"] for rows in self.rows for r in rows))
+        values = torch.full((len(names), len(self.steps)), math.nan, dtype=torch.float64)
+        index = {n: i for i, n in enumerate(names)}
+        for j, rows in enumerate(self.rows):
+            for r in rows:
+                if key in r:
+                    values[index[r["name"]], j] = float(r[key])
+        return names, list(self.steps), values
+
+
+def log_histograms(writer, monitor: GradientMonitor, step: int, prefix: str = "monitor") -> int:
+    """Write one histogram per watched layer and kind (``activations``, ``gradients``)
+    with ``writer.add_histogram(tag, values, step)``, tagged ``prefix/<kind>/<layer>``:
+    the whole distribution in two charts per layer instead of a scalar per statistic.
+    The monitor needs ``detail=True``; call after :meth:`~GradientMonitor.layer_stats`.
+    Returns the number of histograms written."""
+    written = 0
+    for name, kinds in monitor.layer_values().items():
+        for kind, values in kinds.items():
+            finite = values[torch.isfinite(values)]
+            if finite.numel():
+                writer.add_histogram(f"{prefix}/{kind}/{name}", finite, step)
+                written += 1
+    return written
+
+
+# Anchors of the viridis colormap (matplotlib's default), interpolated linearly.
+_VIRIDIS = torch.tensor([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98],
+                         [253, 231, 37]], dtype=torch.float64) / 255
+
+
+def heatmap_image(values: torch.Tensor, log: bool = True, cell: int = 4) -> torch.Tensor:
+    """A layer x step matrix as an RGB image (``3 x H x W`` floats in [0, 1], what
+    ``add_image`` takes): viridis colors over the matrix's own range (of log10 |value|
+    with ``log``), each value a ``cell`` x ``cell`` square, missing or non-finite values
+    black.  Layers run down, steps to the right."""
+    v = torch.as_tensor(values, dtype=torch.float64)
+    if log:
+        v = v.abs().log10()
+    ok = torch.isfinite(v)
+    lo, hi = (v[ok].min(), v[ok].max()) if ok.any() else (torch.tensor(0.0), torch.tensor(1.0))
+    x = ((v - lo) / (hi - lo if hi > lo else 1.0)).clamp(0, 1).nan_to_num(0.0)
+    pos = x * (len(_VIRIDIS) - 1)
+    i = pos.floor().long().clamp(max=len(_VIRIDIS) - 2)
+    frac = (pos - i).unsqueeze(-1)
+    rgb = _VIRIDIS[i] * (1 - frac) + _VIRIDIS[i + 1] * frac
+    rgb[~ok] = 0.0
+    rgb = rgb.repeat_interleave(cell, 0).repeat_interleave(cell, 1)
+    return rgb.permute(2, 0, 1).float()
+
+
+def log_heatmap(writer, tag: str, history: LayerHistory, key: str, step: int,
+                log: bool = True) -> None:
+    """Write statistic ``key`` of every layer over the steps of ``history`` as one image
+    (:func:`heatmap_image`) with ``writer.add_image(tag, image, step)``."""
+    _, _, values = history.matrix(key)
+    writer.add_image(tag, heatmap_image(values, log=log), step)
 
 
 def anomaly_report(step: Callable[[], object]) -> dict:

@@ -18,6 +18,7 @@ the common mistake, for the book to measure what it does.
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass, fields
 
 import torch
@@ -86,3 +87,18 @@ def check_precision(config: dict) -> None:
         raise ConfigError(
             "parameter 'clip_order': got 'scaled'; allowed: 'unscaled', or 'scaled' together "
             "with loss_scaling='dynamic' and a clip (there is nothing to get wrong otherwise)")
+
+
+def limits(precision: str) -> dict[str, float]:
+    """What the compute dtype of ``precision`` can hold (IEEE 754 binary32 and binary16,
+    and bfloat16, float32's exponent with 8 significant bits): ``max`` (the largest
+    finite value: anything larger is Inf), ``smallest_normal``, ``smallest_subnormal``
+    (smallest_normal * eps; a value under half of it rounds to zero), ``eps`` (the gap
+    between 1 and the next number: the relative rounding step) and ``significant_bits``."""
+    if precision not in DTYPES:
+        raise ConfigError(f"parameter 'precision': got {precision!r}; allowed: "
+                          f"{', '.join(PRECISIONS)}")
+    info = torch.finfo(DTYPES[precision])
+    return {"max": float(info.max), "smallest_normal": float(info.smallest_normal),
+            "smallest_subnormal": float(info.smallest_normal * info.eps),
+            "eps": float(info.eps), "significant_bits": 1 - round(math.log2(info.eps))}

@@ -71,7 +71,16 @@ def chi(activation: str, sigma_w: float, q: float) -> float:
 
 def q_fixed_point(activation: str, sigma_w: float, sigma_b: float, q0: float = 1.0,
                   iterations: int = 2000, tol: float = 1e-10) -> float:
-    """q* of the length map by iteration from ``q0``; ``inf`` when q grows without bound."""
+    """q* of the length map by iteration from ``q0``; ``inf`` when q grows without bound.
+
+    The answer depends on ``q0`` when the map is bistable: GELU with sigma_b = 0 and
+    sqrt 2 < sigma_w < 2 has an attracting q* = 0 and an unstable fixed point q_u, and
+    iterations started above q_u grow without bound while those started below it go to 0
+    (q_u is about 3 at sigma_w = 1.45 and 0.56 at 1.6).  Near a critical point where q*
+    leaves 0 continuously (tanh, sigma_b = 0, sigma_w = 1) q^l approaches 0 only like
+    1/(2l), so ``iterations`` end before ``tol`` is met and the last iterate is returned
+    (see :func:`zero_fixed_point_sigma_w` for the exact boundary there).
+    """
     q = q0
     for _ in range(iterations):
         new = length_map(activation, sigma_w, sigma_b, q)
@@ -83,9 +92,11 @@ def q_fixed_point(activation: str, sigma_w: float, sigma_b: float, q0: float = 1
     return q
 
 
-def chi1(activation: str, sigma_w: float, sigma_b: float) -> float:
-    """chi_1 at the fixed point q* (for unbounded q*, the limit for q -> infinity)."""
-    q = q_fixed_point(activation, sigma_w, sigma_b)
+def chi1(activation: str, sigma_w: float, sigma_b: float, q0: float = 1.0) -> float:
+    """chi_1 at the fixed point q* reached from ``q0`` (for unbounded q*, the limit for
+    q -> infinity); for a bistable length map it depends on ``q0``
+    (:func:`q_fixed_point`)."""
+    q = q_fixed_point(activation, sigma_w, sigma_b, q0)
     return chi(activation, sigma_w, q if math.isfinite(q) else 1e6)
 
 
@@ -126,6 +137,61 @@ def predicted_growth(activation: str, sigma_w: float, sigma_b: float, depth: int
     return float(np.exp(np.log(profile["chi"].to_numpy()[:-1]).mean() / 2))
 
 
+def fitted_growth(activation: str, sigma_w: float, sigma_b: float, depth: int,
+                  input_q: float = 1.0) -> float:
+    """The predicted per-layer factor on the gradient *norm* reduced by the measurement's
+    own estimator: exp(-s), with s the least-squares slope of ln ||delta^l|| =
+    log_delta_sq / 2 of :func:`layer_profile` against the layer
+    (:func:`.study.growth.log_slope`, as :func:`.study.growth.growth_per_layer` fits the
+    measured norms).
+
+    The slope of a cumulative sum weighs each layer's ln chi^l by k (L - k), so the first,
+    transient layers count less than in :func:`predicted_growth`'s uniform mean; the two
+    agree when chi^l is constant (ReLU) and differ by about 1 % for tanh near
+    sigma_w = 1, where q^l is still relaxing (science review of December 2026, E1).
+    """
+    from .study.growth import log_slope  # the one estimator; study imports no theory
+
+    profile = layer_profile(activation, sigma_w, sigma_b, depth, input_q)
+    return float(np.exp(-log_slope(profile["layer"], profile["log_delta_sq"] / 2)))
+
+
+def gradient_scale_profile(activation: str, sigma_w: float, sigma_b: float, depth: int,
+                           input_q: float = 1.0) -> pd.DataFrame:
+    """Predicted gradient scale coefficient (GSC) of each layer relative to the last hidden
+    layer: ``log_gsc`` = ln GSC(l, L), input side first.
+
+    Philipp, Song & Carbonell (2018) define GSC(k, l) = ||J_lk||_qm ||f_k|| / ||f_l||, the
+    Jacobian's quadratic-mean norm times the ratio of the layers' forward norms: invariant
+    to rescaling a layer's output, so a pure change of scale (a bias-free ReLU net at any
+    sigma_w is the He net with its output multiplied by (sigma_w / sqrt 2)^(L+1)) leaves it
+    at 1, and only a real imbalance between layers moves it.  With the pre-activations h^l
+    as layers and mean-field ||J||_qm^2 = prod chi, ln GSC(l, L) = log_delta_sq / 2 +
+    (ln q^l - ln q^L) / 2: exactly 0 for ReLU at every sigma_w, since there chi = sigma_w^2
+    / 2 and q^{l+1} / q^l = sigma_w^2 / 2.
+    """
+    profile = layer_profile(activation, sigma_w, sigma_b, depth, input_q)
+    log_q = np.log(profile["q"].to_numpy())
+    log_gsc = profile["log_delta_sq"].to_numpy() / 2 + (log_q - log_q[-1]) / 2
+    return pd.DataFrame({"layer": profile["layer"], "log_gsc": log_gsc})
+
+
+def relu_log_length_variance(width: int) -> float:
+    """Variance, per layer, of ln ||h^l||^2 for one input of a bias-free ReLU network with
+    Gaussian weights at finite ``width`` N, to first order in 1/N: 5 / N.
+
+    Given the layer below, ||h^{l+1}||^2 = (sigma_w^2 / N) ||relu(h^l)||^2 chi^2_N, whose
+    log has variance 2/N, and the share ||relu(h)||^2 / ||h||^2 of the positive units,
+    independent of the length of the isotropic h, has log-variance 3/N; the layers'
+    terms are independent, so ln ||h^L||^2 diffuses with variance 5 L / N.  This is the
+    exp(5 sum 1/n_l) of Hanin & Rolnick (2018): fluctuations grow with depth / width,
+    which the mean-field limit (width -> infinity) sets to 0.
+    """
+    if width < 1:
+        raise ValueError(f"relu_log_length_variance needs a width >= 1, got {width}")
+    return 5.0 / width
+
+
 def input_gradient_by_depth(activation: str, sigma_w: float, sigma_b: float,
                             depths: list[int], batch_size: int, d_out: int,
                             input_q: float = 1.0, target_var: float = 1.0) -> pd.DataFrame:
@@ -154,20 +220,97 @@ def input_gradient_by_depth(activation: str, sigma_w: float, sigma_b: float,
     return pd.DataFrame(rows)
 
 
+def gradient_entries_by_depth(activation: str, sigma_w: float, sigma_b: float, max_depth: int,
+                              batch_size: int, d_out: int, width: int, input_q: float = 1.0,
+                              target_var: float = 1.0) -> pd.DataFrame:
+    """Predicted size of a typical gradient *entry* at the first layer, for networks of
+    every depth 1 .. ``max_depth``: what a number format has to hold.
+
+    ``delta1_norm`` is :func:`input_gradient_by_depth`'s ||dL/dh^1|| (computed in one
+    pass: the first L layers of a deeper network are those of the network of depth L).
+    Its root-mean-square entry over the batch_size x width values is ``delta_entry`` =
+    delta1_norm / sqrt(batch_size width).  The first layer's weight gradient sums one
+    product per sample, dL/dW^1_ij = sum_b delta^1_bi x_bj; treating the samples' terms
+    as independent (the mean-field treatment of the batch), its mean square is
+    sum_b E[delta_bi^2] E[x_bj^2], so its root-mean-square entry is
+
+        ``weight_entry`` = delta1_norm sqrt(input_q / width),
+
+    sqrt(batch_size input_q) times ``delta_entry``.  Both change by chi^l per layer
+    like delta1_norm (Poole et al. 2016; Schoenholz et al. 2017).  A format overflows
+    when its largest entry passes the largest finite value and flushes an entry to zero
+    below half its smallest subnormal (IEEE 754); the largest of many entries is some
+    times the typical one, so the first overflow comes a little before the typical entry
+    reaches the limit.
+    """
+    if max_depth < 1:
+        raise ValueError(f"gradient_entries_by_depth needs max_depth >= 1, got {max_depth}")
+    qs = [sigma_w**2 * input_q + sigma_b**2]
+    for _ in range(max_depth - 1):
+        qs.append(length_map(activation, sigma_w, sigma_b, qs[-1]))
+    log_chi = np.cumsum(np.log([max(chi(activation, sigma_w, q), 1e-300) for q in qs]))
+    q_out = np.array([length_map(activation, sigma_w, sigma_b, q) for q in qs])
+    log_sq = np.log((q_out + target_var) / (batch_size * d_out)) + log_chi
+    delta1 = np.exp(log_sq / 2)
+    return pd.DataFrame({"depth": np.arange(1, max_depth + 1), "q_out": q_out,
+                         "delta1_norm": delta1,
+                         "delta_entry": delta1 / math.sqrt(batch_size * width),
+                         "weight_entry": delta1 * math.sqrt(input_q / width)})
+
+
+def zero_fixed_point_sigma_w(activation: str) -> float:
+    """sigma_w = 1 / phi'(0) at which the fixed point q* = 0 of the length map (sigma_b = 0)
+    of a smooth *odd* activation loses its stability: near q = 0 the map is
+    q -> sigma_w^2 phi'(0)^2 q, and at q* = 0 chi_1 = sigma_w^2 phi'(0)^2, which is 1
+    there.  For tanh this is the order-to-chaos boundary sigma_w = 1 (Poole et al. 2016),
+    exactly, where the fixed-point iteration converges only like 1/(2l) and cannot find
+    it.  NaN for an activation that is not odd (ReLU, GELU, ELU, SELU, sigmoid).
+    """
+    z = torch.linspace(-3.0, 3.0, 61, dtype=torch.float64, requires_grad=True)
+    value = _module(activation)(z)
+    (slope,) = torch.autograd.grad(value.sum(), z)
+    value, slope = value.detach().numpy(), slope.numpy()
+    if not np.allclose(value, -value[::-1], atol=1e-12) or slope[30] == 0.0:
+        return math.nan
+    return 1.0 / abs(float(slope[30]))
+
+
 def critical_sigma_w(activation: str, sigma_b: float = 0.0, low: float = 0.05,
-                     high: float = 10.0, tol: float = 1e-5) -> float:
+                     high: float = 10.0, tol: float = 1e-5, max_jump: float = 0.01) -> float:
     """sigma_w at which chi_1 = 1 (the order-to-chaos boundary), by bisection.
 
     Assumes chi_1 increases with sigma_w on [low, high], as it does for the activations
-    studied here; NaN when there is no crossing in that bracket.
+    studied here; NaN when there is no crossing in that bracket.  With sigma_b = 0 and an
+    odd activation, a crossing found within 1 % of :func:`zero_fixed_point_sigma_w` is that
+    exact value (the iteration does not converge there).  Raises ValueError when chi_1
+    *jumps* across 1 (by more than ``max_jump`` over the final bracket) instead of
+    crossing it: the length map is bistable there (GELU with sigma_b = 0 jumps from 0.59
+    to 1.18 near sigma_w = 1.534, where its unstable fixed point crosses the iteration's
+    start q0 = 1), so no sigma_w has chi_1 = 1 and the answer would depend on q0.
     """
     f = lambda s: chi1(activation, s, sigma_b) - 1.0  # noqa: E731
-    if f(low) > 0 or f(high) < 0:
+    f_low, f_high = f(low), f(high)
+    if f_low > 0 or f_high < 0:
         return float("nan")
     while high - low > tol:
         mid = (low + high) / 2
-        low, high = (mid, high) if f(mid) < 0 else (low, mid)
-    return (low + high) / 2
+        f_mid = f(mid)
+        if f_mid < 0:
+            low, f_low = mid, f_mid
+        else:
+            high, f_high = mid, f_mid
+    if f_high - f_low > max_jump:
+        raise ValueError(
+            f"chi_1 of {activation!r} (sigma_b = {sigma_b:g}) jumps from {1 + f_low:.3f} to "
+            f"{1 + f_high:.3f} at sigma_w = {(low + high) / 2:.4f} instead of crossing 1: its "
+            "length map is bistable there, so no sigma_w has chi_1 = 1 and the fixed point "
+            "depends on the starting q0")
+    found = (low + high) / 2
+    if sigma_b == 0:  # an odd activation's boundary: exact, where the iteration is slow
+        exact = zero_fixed_point_sigma_w(activation)
+        if math.isfinite(exact) and abs(found - exact) <= 0.01 * exact:
+            return exact
+    return found
 
 
 # --------------------------------------------------------------------------- closed forms
@@ -214,6 +357,25 @@ def lsuv_prediction(activation: str) -> tuple[float, float]:
     """
     sigma_w = 1.0 / np.sqrt(length_map(activation, 1.0, 0.0, 1.0))
     return float(sigma_w), float(chi(activation, sigma_w, 1.0))
+
+
+def layer_norm_chi(activation: str) -> float:
+    """Per-layer factor on the squared gradient norm of a deep network with layer norm
+    (Ba, Kiros & Hinton 2016) between each Linear and the activation, at initialization:
+
+        chi_LN = E[phi'(z)^2] / E[phi(z)^2],    z ~ N(0, 1).
+
+    Layer norm rescales every sample's pre-activations to unit variance, so the forward
+    pass sits at q = 1 whatever the weight scale: it is LSUV (Mishkin & Matas 2016) redone
+    at every forward pass, and chi_LN is :func:`lsuv_prediction`'s chi.  Backwards, layer
+    norm divides the gradient by the standard deviation sigma_w sqrt(E[phi(z)^2]) of the
+    Linear's output, and the Linear and phi' multiply its square by
+    sigma_w^2 E[phi'(z)^2] (the mean-field backward step of Schoenholz et al. 2017), so
+    sigma_w cancels.  Exact for wide layers up to the O(1/width) projection that removes
+    each sample's mean and normalized direction.  1 for ReLU; about 1.178 for tanh and
+    1.072 for GELU, whose gradients therefore explode under layer norm.
+    """
+    return gaussian_mean(_dphi(activation, 1.0) ** 2) / gaussian_mean(_phi(activation, 1.0) ** 2)
 
 
 def depth_gain(chi_value, depth):
@@ -312,6 +474,20 @@ def penalty_shrink(lr: float, strength: float, steps: int, momentum: float = 0.0
     return float(1.0 - math.exp(-lr * strength * steps / (1.0 - momentum)))
 
 
+def dropout_chi_factor(p: float) -> float:
+    """Factor by which (inverted) dropout with drop probability ``p`` multiplies the
+    mean-field gradient factor chi_1 of every layer it follows: ``1 / (1 - p)``.
+
+    A kept unit is scaled by ``1/(1-p)`` and kept with probability ``1-p``, so the mask
+    m satisfies E[m^2] = 1/(1-p); it multiplies both the forward second moment and the
+    backward one, chi_1 -> sigma_w^2 E[phi'(h)^2] / (1-p) (Schoenholz et al. 2017, with
+    their keep probability rho = 1 - p).  Over L layers the gradient norm gains
+    (1-p)^(-L/2): dropout adds growth, it cannot take it away."""
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    return 1.0 / (1.0 - p)
+
+
 
 
 # --------------------------------------------------------------------------- recurrence
@@ -327,6 +503,24 @@ def mean_field_growth(sigma_w: float, input_std: float) -> float:
     drive like a bias of standard deviation ``input_std`` (fresh at every step).
     """
     return math.sqrt(chi1("tanh", sigma_w, input_std))
+
+
+def rnn_critical_sigma_w(input_std: float, tol: float = 1e-5) -> float:
+    """sigma_w at which a tanh RNN's mean-field per-step factor :func:`mean_field_growth`
+    is 1, for an input drive of standard deviation ``input_std``.
+
+    The input drive plays the bias's role in the length map (Poole et al. 2016; Chen,
+    Pennington & Schoenholz 2018): it keeps q* > 0 and pushes tanh into saturation, which
+    lowers E[tanh'^2], so the threshold rises with the drive (about 1.19, 1.40, 1.55,
+    1.86 and 2.33 at input_std 0.1, 0.3, 0.5, 1 and 2).  Without a drive q* = 0 for
+    sigma_w <= 1 and chi_1 = sigma_w^2 tanh'(0)^2 = sigma_w^2: exactly 1 (returned as such;
+    iterating the length map there converges only as a power law).
+    """
+    if input_std < 0:
+        raise ValueError(f"input_std must be >= 0, got {input_std}")
+    if input_std == 0:
+        return 1.0
+    return critical_sigma_w("tanh", input_std, tol=tol)
 
 
 def one_unit_trajectory(w, b, x0: float = 0.5, steps: int = 50):

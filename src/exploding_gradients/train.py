@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .engine.params import ConfigError, Param
-from .monitor import GradientMonitor, UpdateRatio
+from .monitor import DETAIL_STATS, GradientMonitor, UpdateRatio, optimizer_moments
 from .precision import Precision
 from .remedies import Remedies
 
@@ -41,14 +41,17 @@ def resolve_device(name: object = "cpu") -> torch.device:
 
 
 def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+    """The optimizer ``name`` at learning rate ``lr``, in PyTorch's multi-tensor
+    (``foreach``) form: one call per step for all tensors rather than one per tensor, the
+    same results bit for bit (tested)."""
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr)
+        return torch.optim.SGD(params, lr=lr, foreach=True)
     if name == "momentum":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9)
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, foreach=True)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr)
+        return torch.optim.Adam(params, lr=lr, foreach=True)
     if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr)
+        return torch.optim.RMSprop(params, lr=lr, foreach=True)
     raise ValueError(f"unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}")
 
 
@@ -73,6 +76,10 @@ class TrainLog:
                "preact_var", "grad_zero_fraction", "attn_logit_max")
     #: How the run ended, repeated on every row.
     OUTCOME = ("diverged_step", "stopped_step", "cause")
+    #: The per-layer columns a detailed monitor adds (``train(..., detail=True)``): the
+    #: distributions of :data:`..monitor.DETAIL_STATS` and the optimizer's moments (each
+    #: layer's own ``update_ratio`` then fills that column on its rows).
+    DETAIL = (*DETAIL_STATS, "moment1", "moment2")
 
     def table(self, columns: tuple[str, ...] = COLUMNS) -> pd.DataFrame:
         """One row per logged step (``layer`` 0) and, if ``columns`` has ``layer``, per
@@ -107,7 +114,8 @@ def train(model: nn.Module, next_batch: Callable[[], Batch],
           layers: dict[str, nn.Module] | None = None, final: tuple[torch.Tensor, ...] = (),
           evaluate: Callable[[nn.Module, Batch], dict] | None = None,
           monitor: bool = True, precision: Precision = FP32,
-          on_step: Callable[[int, nn.Module], None] | None = None) -> TrainLog:
+          on_step: Callable[[int, nn.Module], None] | None = None,
+          detail: bool = False) -> TrainLog:
     """Train ``model`` for ``steps`` steps on minibatches from ``next_batch()``.
 
     Every step logs the loss (without the weight penalty), the total gradient norm
@@ -132,11 +140,18 @@ def train(model: nn.Module, next_batch: Callable[[], Batch],
     ``on_step(step, model)``, if given, is called at the start of every step, before
     its minibatch is drawn (a measurement of the model as the step finds it, such as
     the loss's curvature; it must not draw from the minibatch generator).
+
+    ``detail=True`` records more per layer at the sampled steps (:attr:`TrainLog.DETAIL`):
+    the monitor's distributions (``GradientMonitor(detail=True)``), each layer's own
+    update-to-weight ratio (in ``update_ratio``; 0 for a skipped step) and the size of
+    the optimizer's moments after the step (:func:`..monitor.optimizer_moments`).
     """
     opt = make_optimizer(optimizer, model.parameters(), lr)
     params = [p for p in model.parameters() if p.requires_grad]
     grads = FlatGrads(params)
-    watcher = GradientMonitor(model, layers, enabled=False) if monitor and layers != {} else None
+    watcher = GradientMonitor(model, layers, enabled=False, detail=detail) \
+        if monitor and layers != {} else None
+    detail = detail and watcher is not None
     ratio = UpdateRatio(params) if monitor else None
     clip, skip = remedies.clipper(), remedies.skipper()
     device = params[0].device if params else torch.device("cpu")
@@ -173,15 +188,17 @@ def train(model: nn.Module, next_batch: Callable[[], Batch],
                 scaler.unscale_(opt)  # before anything reads or clips the gradients
             if monitor:
                 row["grad_norm"] = grads.norm() / (scale if clip_scaled else 1.0)
+            layer_rows = []
             if sampled:
                 if watcher:
-                    log.layers.extend({"step": step, **s}
-                                      for s in _unscaled(watcher.layer_stats(), scale,
-                                                         clip_scaled))
+                    layer_rows = [{"step": step, **s}
+                                  for s in _unscaled(watcher.layer_stats(), scale, clip_scaled)]
+                    log.layers.extend(layer_rows)
                     watcher.enabled = False  # evaluation must not overwrite training stats
                 if evaluate:
                     row.update(evaluate(model, batch))
-                    model.train()
+                    if not model.training:  # evaluate() may leave it in eval mode
+                        model.train()
                 if remedies.stop_factor:
                     score = row.get("test_loss", row["loss"])
                     if math.isfinite(score) and (best is None or score < best[0]):
@@ -207,12 +224,16 @@ def train(model: nn.Module, next_batch: Callable[[], Batch],
                     scaler.update()
                 if sampled and ratio is not None:
                     row["update_ratio"] = 0.0
+                if sampled and detail:
+                    _detail_after_step(layer_rows, None, opt, watcher)
                 log.steps.append(row)
                 continue
             norm = row["grad_norm"] * (scale if clip_scaled else 1.0)
             row["clipped"] = float(clip(params, list(final), norm))
             if sampled and ratio is not None:
                 ratio.before_step()
+            if sampled and detail:
+                watcher.before_step()
             remedies.decay_(params, step_lr)
             if scaler:
                 scaler.step(opt)
@@ -223,11 +244,23 @@ def train(model: nn.Module, next_batch: Callable[[], Batch],
                 opt.step()
             if sampled and ratio is not None:
                 row["update_ratio"] = ratio.total()
+            if sampled and detail:
+                _detail_after_step(layer_rows, watcher.update_ratios(), opt, watcher)
             log.steps.append(row)
     finally:
         if watcher:
             watcher.remove()
     return log
+
+
+def _detail_after_step(rows: list[dict], ratios: dict[str, float] | None,
+                       opt: torch.optim.Optimizer, watcher: GradientMonitor) -> None:
+    """Add each layer's update ratio (``ratios``; None: the step was skipped, 0) and the
+    optimizer's moments after the step to the step's per-layer ``rows``."""
+    moments = optimizer_moments(opt, watcher.modules)
+    for row in rows:
+        row["update_ratio"] = 0.0 if ratios is None else ratios.get(row["name"], math.nan)
+        row.update(moments[row["name"]])
 
 
 def _unscaled(rows: list[dict], scale: float, grads_scaled: bool) -> list[dict]:
@@ -239,6 +272,9 @@ def _unscaled(rows: list[dict], scale: float, grads_scaled: bool) -> list[dict]:
         row["delta_norm"] /= scale
         if grads_scaled:
             row["grad_norm"] /= scale
+            for key in ("grad_q50", "grad_q99"):
+                if key in row:
+                    row[key] /= scale
     return rows
 
 
@@ -278,17 +314,24 @@ class FlatGrads:
     bit for bit to the ones ``zero_grad(set_to_none=True)`` would have produced (0 + g =
     g).  Unlike that, a parameter the loss does not reach gets a zero gradient, not None.
     Parameters of mixed dtypes or devices keep separate gradients (same results, slower).
+
+    ``members`` > 0: the parameters are an ensemble's stacks ``(members, ...)``; the flat
+    tensor is ``(members, n)``, one contiguous row per member, so :meth:`member_norms` is
+    one reduction along rows, whose result for a member does not depend on the others.
     """
 
-    def __init__(self, params: list[torch.Tensor]):
+    def __init__(self, params: list[torch.Tensor], members: int = 0):
         self.params = params
         self.flat = None
         if params and len({(p.dtype, p.device) for p in params}) == 1:
-            self.flat = torch.zeros(sum(p.numel() for p in params), dtype=params[0].dtype,
-                                    device=params[0].device)
-            sizes = [p.numel() for p in params]
-            for p, g in zip(params, self.flat.split(sizes), strict=True):
-                p.grad = g.view_as(p)
+            first = params[0]
+            rows = members or 1
+            sizes = [p.numel() // rows for p in params]
+            self.flat = torch.zeros(rows, sum(sizes), dtype=first.dtype, device=first.device)
+            for p, g in zip(params, self.flat.split(sizes, dim=1), strict=True):
+                p.grad = g.view_as(p) if members else g.reshape(-1).view_as(p)
+            if not members:
+                self.flat = self.flat.view(-1)
 
     @torch.no_grad()
     def zero_(self) -> None:
@@ -304,6 +347,11 @@ class FlatGrads:
         if self.flat is None:
             return total_norm([p.grad for p in self.params]).item()
         return torch.linalg.vector_norm(self.flat).item()
+
+    @torch.no_grad()
+    def member_norms(self) -> torch.Tensor:
+        """``(members,)``: each member's total gradient norm (``members`` > 0 only)."""
+        return torch.linalg.vector_norm(self.flat, dim=1)
 
 
 @torch.no_grad()

@@ -11,6 +11,7 @@ from exploding_gradients import theory
 from exploding_gradients.chapters import architecture as chapter
 from exploding_gradients.data import ADDING_BASELINE_MSE
 from exploding_gradients.init import SCHEMES
+from exploding_gradients.study.plots import check_legible
 
 matplotlib.use("Agg")
 
@@ -50,6 +51,8 @@ def test_theory_numbers_are_the_mean_field_predictions(P):
     sw, chi = theory.lsuv_prediction("tanh")
     assert numbers["arch_lsuv_tanh_sw"] == f"{sw:.3f}" and chi > 1
     assert numbers["arch_lsuv_tanh_total"] == f"{chi ** ((P.depth - 1) / 2):.3g}"
+    # layer norm leaves the LSUV factor: 1 for ReLU, about 1.178 for tanh
+    assert numbers["arch_ln_theory"] == "1.000" and numbers["arch_ln_tanh_chi"] == "1.178"
     setup = chapter.setup_numbers(P)
     assert setup["arch_depth"] == P.depth and setup["arch_lr"] == f"{P.train_lr:g}"
 
@@ -108,6 +111,7 @@ def test_residual_numbers_and_figure_from_tiny_sweeps(P):
     assert numbers["arch_res_fwd_top_naive"] == "2.000"
     assert numbers["arch_res_amp_s1_naive"] == f"{2.0 ** ((numbers['arch_res_dok'] - 1) / 2):.3g}"
     fig = chapter.fig_residual_init(res_init, by_depth, P)
+    check_legible(fig)
     assert len(fig.axes) == 2 and fig.axes[1].get_yscale() == "log"
     plt.close(fig)
 
@@ -125,6 +129,7 @@ def test_init_numbers_table_and_figure(P):
     assert numbers["arch_init_relu_he"] == f"{he['measured (mean)']:.3f}"
     assert {f"arch_init_tanh_{s}_qlast" for s in P.tanh_inits} <= set(numbers)
     fig = chapter.fig_init(at_init, P)
+    check_legible(fig)
     assert [ax.get_title() for ax in fig.axes] == [f"{a}, 3 layers of width 8"
                                                   for a in ["relu", "tanh"]]
     plt.close(fig)
@@ -147,7 +152,7 @@ def test_training_sections_from_tiny_runs(P):
     norm_runs = eg.sweep("training", norms, seeds=1, **big, **train)
     he_runs = eg.run("training", {**he, **train}, seeds=1)
     table = chapter.norm_outcomes(norm_runs, he_runs, P).data
-    assert table["normalization"].iloc[-1] == "He init, no normalization (reference)"
+    assert table["normalization"].iloc[-1] == "He init, no normalization"
     P = chapter.Params("architecture", {**P, "train_relu_inits": ["normal", "he"],
                                         "train_tanh_inits": ["xavier"]})
     init_runs = eg.sweep("training", [
@@ -160,6 +165,7 @@ def test_training_sections_from_tiny_runs(P):
                             for k in ["acc", "div"]}
     for fig in [chapter.fig_residual_train(res_runs, P), chapter.fig_init_train(init_runs, P),
                 chapter.fig_norm(norm_init, norm_runs, he_runs, P)]:
+        check_legible(fig)
         assert fig.axes[-1].get_yscale() == "log" and fig.axes[-1].get_xlabel() == "step"
         plt.close(fig)
 
@@ -182,6 +188,7 @@ def test_rnn_outcomes_call_a_run_solved_below_a_tenth_of_the_trivial_error(P):
     assert numbers["arch_rnn_lstm_solved"] == "1/1" and numbers["arch_rnn_gru_ratio"] == "nan"
     assert numbers["arch_rnn_clip_frac"] == "50"  # steps whose gradient norm exceeded 1
     fig = chapter.fig_rnn(runs, P)
+    check_legible(fig)
     assert len(fig.axes) == 2 and fig.axes[1].get_xscale() == "log"
     plt.close(fig)
     assert list(chapter.rnn_table(runs, P).data["solved"]) == ["0/1", "0/1", "1/1", "0/1"]
@@ -193,3 +200,38 @@ def test_gated_cells_have_four_and_three_times_the_parameters(P):
     numbers = chapter.rnn_cost_numbers(costs, P)
     assert numbers["arch_rnn_params_lstm"] == "4" and numbers["arch_rnn_params_gru"] == "3"
     assert numbers["arch_rnn_nparams_rnn"] == n["rnn"] and numbers["arch_rnn_cost_gru"] == "2.50"
+
+
+def test_euler_identity_holds_to_rounding_error_in_every_block(P):
+    """<dL/dx_l, x_l> = <dL/dy, y> for a bias-free residual ReLU network: the same value
+    at every block, checked to 1e-6 (in float64 it holds to about 1e-15)."""
+    euler = chapter.euler_identity(depth=6, width=16, scale=1.0, seeds=2, batch_size=8)
+    assert len(euler) == 2 * 6 and euler.identity_error.max() < 1e-6
+    # the Cauchy-Schwarz bound is a cosine: between 0 and 1
+    assert ((euler.bound_share > 0) & (euler.bound_share <= 1)).all()
+    P = chapter.Params("architecture", {**P, "depth": 6})
+    numbers = chapter.euler_numbers(euler, P)
+    assert "10⁻" in numbers["arch_euler_err"]  # e.g. "9 × 10⁻¹⁶"
+    assert "<table" in numbers["arch_euler_table"].data
+    assert list(chapter.euler_table(euler, P)["block"]) == [1, 3, 4, 6]
+
+
+def test_euler_identity_fails_when_a_bias_breaks_the_homogeneity():
+    """The identity is not a property of every network: with biases it does not hold."""
+    import torch
+
+    from exploding_gradients.data import gaussian_inputs
+    from exploding_gradients.engine.registry import get
+    from exploding_gradients.models.mlp import build_mlp
+
+    config = get("signal_propagation").resolve(dict(depth=4, width=16, residual=True,
+                                                       init="normal", sigma_b=0.5))
+    gen = torch.Generator().manual_seed(0)
+    model = build_mlp(config, d_in=16, d_out=config["d_out"], generator=gen).double()
+    x = gaussian_inputs(8, 16, gen).double().requires_grad_(True)
+    out = model(x)
+    out.retain_grad()
+    (0.5 * out.pow(2).mean()).backward()
+    inner = (x.grad * x).sum(1)
+    euler = (out.grad * (out - model.readout.bias)).detach().sum(1)
+    assert (inner / euler - 1).abs().max() > 1e-3

@@ -10,6 +10,7 @@ import pytest
 
 import exploding_gradients as eg
 from exploding_gradients.chapters import causes as chapter
+from exploding_gradients.study.plots import check_legible
 from exploding_gradients.study.remedy_matrix import CAUSES, cause_config
 
 P = chapter.CHAPTER.parameters({"profile": "quick"}, before={})
@@ -70,16 +71,24 @@ def test_twin_table_numbers_and_display():
     assert list(table["diverged"]) == ["1/2", "0/2", "1/1", "0/1"]
     # Over the runs that did not diverge; inf when none is left.
     assert list(table["final/initial loss"]) == pytest.approx([0.5, 0.375, math.inf, 0.9])
-    assert chapter.numbers(table, P) == {"causes_n": 2, "causes_n_diverged": 2,
-                                         "causes_n_visible": 1}
+    assert chapter.numbers(table, P) == {
+        "causes_n": 2, "causes_n_diverged": 2, "causes_n_visible": 1,
+        "causes_visible": CAUSES["weights_large"].label,
+        "causes_invisible": CAUSES["lr_large"].label,
+        "causes_diverged": f"{CAUSES['weights_large'].label}; {CAUSES['lr_large'].label}"}
     html = chapter.display(table, P).to_html()
     assert '<a href="initialization.html">initialization</a>' in html
     assert "healthy (init=he)" in html and CAUSES["lr_large"].label in html
+    assert "diverged" in html and "inf" not in html and "nan" not in html
+    assert ">1000<" in html  # the amplification of 10^3, written for readers
     fig = chapter.fig_causes(table, P)
+    check_legible(fig)
     ticks = [t.get_text() for t in fig.axes[0].get_yticklabels()]
-    assert ticks == [f"{CAUSES['weights_large'].label}\nvs init=he",
+    assert ticks == [f"{chapter.tex(CAUSES['weights_large'].label)}\nvs init=he",
                      f"{CAUSES['lr_large'].label}\nvs lr=0.01"]
-    assert fig.axes[1].get_xscale() == "log"
+    assert "_" not in ticks[0].replace(r"$\sigma_w$", "")  # no literal σ_w underscore
+    assert [ax.get_xscale() for ax in fig.axes] == ["log", "log"]
+    assert len(fig.legends) == 1  # one legend for both panels
     plt.close(fig)
 
 

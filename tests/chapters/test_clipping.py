@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 
 from exploding_gradients.chapters import clipping as chapter
-from exploding_gradients.data import ADDING_BASELINE_MSE
 from exploding_gradients.study.clip_directions import clip_directions
 
 P = chapter.CHAPTER.parameters({"profile": "quick"}, {})
@@ -64,6 +63,7 @@ def test_outcome_table_counts_divergence_and_ignores_diverged_losses(runs):
     per_run = chapter.outcomes(runs)["mlp"]
     table = chapter.outcome_table(per_run).set_index(["clip", "clip_threshold"])
     assert table.loc[("none", 1.0), "diverged"] == "2/2"
+    assert table.loc[("none", 1.0), "blew_up"] == "2/2"  # a divergence blew up too
     assert math.isnan(table.loc[("none", 1.0), "final_median"])
     assert table.loc[("value", 0.01), "diverged"] == "1/2"
     tail = max(1, round((STEPS + 1) * chapter.TAIL))  # mean over the last 10% of steps
@@ -80,17 +80,30 @@ def test_good_thresholds_need_no_divergence_and_a_loss_at_most_the_reference(run
     assert chapter.good_thresholds(table, 0.01, "value") == []
 
 
+def test_a_finite_loss_far_above_its_start_blew_up_and_is_not_good():
+    grown = fake_sweep({("none", 1.0): [(1.0, 2)], ("norm", 1.0): [(0.9, -1)],
+                        ("norm", 100.0): [(1.5, -1)]})  # 1.5^10: 58 times the first loss
+    table = chapter.outcome_table(chapter.outcomes({"mlp": grown, "rnn": grown})["mlp"])
+    t = table.set_index(["clip", "clip_threshold"])
+    assert t.loc[("norm", 100.0), "diverged"] == "0/1" and t.loc[("norm", 100.0), "n_blew_up"]
+    assert chapter.good_thresholds(table, 1e9, "norm") == [1.0]
+    assert chapter.blew_up_at(table, "norm") == "c = 100 (1/1)"
+    assert chapter.blew_up_at(table, "value", "λ") == "no λ"
+
+
 def test_sweep_and_agc_numbers(runs):
     n = chapter.sweep_numbers(runs, P)
     assert n["clipping_mlp_none_div"] == "2/2" and n["clipping_rnn_none_div"] == "0/2"
     assert n["clipping_mlp_norm_good"] == "{10}" and n["clipping_mlp_value_ndiv"] == 1
+    assert n["clipping_mlp_value_nblew"] == 1 and n["clipping_mlp_value_blew_at"] == \
+        "c = 0.01 (1/2)"
     assert n["clipping_mlp_value_nruns"] == 4 and isinstance(n["clipping_mlp_norm_ndiv"], int)
     assert n["clipping_rnn_c_low"] == "0.1" and n["clipping_rnn_c_high"] == "10"
     assert n["clipping_norm_list"] == ", ".join(f"{t:g}" for t in P.norm_thresholds)
     assert n["clipping_mlp_first"] == "1"
     a = chapter.agc_numbers(runs, P)
-    assert a["clipping_mlp_agc_ndiv"] == 1 and a["clipping_mlp_agc_div_at"] == "λ = 0.01 (1/2)"
-    assert a["clipping_rnn_agc_div_at"] == "no λ"
+    assert a["clipping_mlp_agc_ndiv"] == 1 and a["clipping_mlp_agc_blew_at"] == "λ = 0.01 (1/2)"
+    assert a["clipping_rnn_agc_blew_at"] == "no λ"
     assert a["clipping_rnn_agc_good"] == "none"  # the RNN never beats 1/6 here
 
 
@@ -117,6 +130,7 @@ def test_pascanu_numbers_and_table(runs):
     assert n["clipping_mlp_cbar_own"] == "1"  # the unclipped failing runs' finite norms
     assert n["clipping_mlp_cbar_inrange"] == chapter.as_set(
         [c for c in P.norm_thresholds if 0.5 <= c <= 10])
+    assert n["clipping_mlp_cbar_blew"] == "0/2"
     table = chapter.pascanu_table(runs, pascanu, P).data
     assert list(table.columns) == ["", "MLP", "RNN"]
     assert chapter.fig_pascanu(runs, pascanu, P).get_axes()[0].get_xscale() == "log"
@@ -130,8 +144,10 @@ def test_sweep_figures_and_table(runs):
         assert axes[2].get_yscale() == "log"
     assert len(chapter.fig_slow(runs, P).get_axes()) == 1
     plt.close("all")
-    table = chapter.sweep_table(runs, P).data
-    assert list(table.config.unique()) == ["MLP", "RNN"] and len(table) == 14
+    mlp = chapter.sweep_table(runs, P, "mlp").data
+    assert len(mlp) == 7 and list(mlp["threshold"][:2]) == ["–", "0.1"]
+    assert mlp["final loss, median [min, max]"].iloc[0] == "diverged"
+    assert "nan" not in mlp.to_string()
 
 
 TINY_MLP = dict(depth=3, width=8, task="regression", n_train=128, batch_size=16,
@@ -149,7 +165,10 @@ def test_direction_numbers_and_figure_on_real_gradients():
         for case, (name, config, k) in cases.items()], ignore_index=True)
     Q = chapter.CHAPTER.parameters({"profile": "quick", "direction_thresholds": th}, {})
     n = chapter.direction_numbers(directions, Q)
-    assert float(n["clipping_norm_cos_err"]) < 1e-12 and n["clipping_norm_cos_n"] == 9
+    err = n["clipping_norm_cos_err"]  # rounding error, written as a × 10⁻ᵏ
+    assert ("10⁻" in err and int(err.split("10⁻")[1].translate(str.maketrans(
+        "⁰¹²³⁴⁵⁶⁷⁸⁹", "0123456789"))) >= 12) or err == "0"
+    assert n["clipping_norm_cos_n"] == 9
     assert n["clipping_dir_largest"] == "100"
     # at 1e-3 only the signs survive: the cosine of sign(g) with g is below 1
     assert all(float(n[f"clipping_value_cos_min_{i}"]) < 1 for i in range(3))
@@ -170,7 +189,7 @@ def test_layer_numbers_on_real_gradients():
     fig = chapter.fig_layers(rows, P)
     axes = fig.get_axes()
     assert [ax.get_title() for ax in axes] == ["explodes", "vanishes"]
-    assert "norm, c = 1e-06" in [t.get_text() for t in axes[1].get_legend().get_texts()]
+    assert "norm, c = 1e-06" in [t.get_text() for t in fig.legends[0].get_texts()]
     plt.close("all")
 
 
@@ -182,15 +201,65 @@ def test_cost_numbers_and_table():
     assert n["clipping_cost_agc"] == "2.00× (range 1.50–2.50)"
     assert n["clipping_timing_steps"] == "20 and 100"
     table = chapter.cost_table(ratios, {"norm": 1.0, "agc": 0.01}).data
-    assert list(table["threshold / λ"]) == [1.0, 0.01]
-    assert list(table["ms per step (median)"]) == pytest.approx([2.0, 3.0])
+    assert list(table["setting"]) == ["1", "0.01"]
+    assert list(table["ms per step"]) == pytest.approx([2.0, 3.0])
+    assert table.iloc[1, -1] == "2.00 [1.50, 2.50]"
 
 
-def test_adam_numbers():
-    adam = pd.concat([fake_run(1.0, 0.9, 0).assign(clip="none"),
-                      fake_run(1.0, 0.9, 1, diverge_at=2).assign(clip="none"),
-                      fake_run(0.5, 1.0, 0).assign(clip="norm")], ignore_index=True)
-    n = chapter.adam_numbers(adam, P)
-    assert n["clipping_adam_none_div"] == "1/2" and n["clipping_adam_norm_div"] == "0/1"
-    assert n["clipping_adam_norm_final"] == "0.5"
-    assert ADDING_BASELINE_MSE == pytest.approx(1 / 6)
+def test_autoclip_thresholds_are_percentiles_of_the_past_norms():
+    c = chapter.autoclip_thresholds([10.0, 2.0, 4.0, 100.0], 50.0)
+    assert math.isnan(c[0]) and list(c[1:]) == [10.0, 6.0, 4.0]
+
+
+def test_percentile_numbers_and_table(runs):
+    for key in ("mlp", "rnn"):
+        grown = fake_sweep({("percentile", 10.0): [(0.9, -1), (1.0, -1)],
+                            ("percentile", 90.0): [(1.6, -1), (1.0, 3)]})
+        runs[key] = pd.concat([runs[key], grown], ignore_index=True)
+    Q = chapter.CHAPTER.parameters({"profile": "quick", "percentiles": [10.0, 90.0]}, {})
+    n = chapter.percentile_numbers(runs, Q)
+    assert n["clipping_rnn_pct_nblew"] == 2 and n["clipping_rnn_pct_ndiv"] == 1
+    assert n["clipping_rnn_pct_nruns"] == 4 and n["clipping_pct_high"] == "90"
+    # fake gradient norms equal the percentile: every threshold is that constant
+    assert n["clipping_rnn_pct_c_first"] == "10" and n["clipping_rnn_pct_c_last_low"] == "10"
+    table = chapter.percentile_table(runs, Q).data
+    assert list(table["configuration"]) == ["MLP"] * 2 + ["RNN"] * 2
+    assert list(table["blew up"][:2]) == ["0/2", "2/2"]
+
+
+def test_long_numbers_read_the_sweep_budget_from_the_long_run():
+    Q = chapter.CHAPTER.parameters({"profile": "quick", "rnn_steps": 4}, {})
+    long = pd.concat([fake_run(1.0, 0.8, 0, grad=5.0), fake_run(0.5, 0.9, 1, grad=5.0)],
+                     ignore_index=True).drop(columns="layer")
+    long.loc[long.step == 0, "grad_norm"] = 50.0
+    n = chapter.long_numbers(long, Q)
+    # the sweep's budget: steps 0-4, whose last 10% is step 4 alone
+    assert n["clipping_long_at_short"] == chapter.median_range([0.8 ** 4, 0.5 * 0.9 ** 4])
+    assert n["clipping_long_below"] == "1/2" and n["clipping_first_grad_ratio"] == "10 [10, 10]"
+    assert n["clipping_long_grad_low"] == "5"
+    fig = chapter.fig_long(long, Q)
+    assert fig.get_axes()[0].get_yscale() == "log"
+    plt.close("all")
+
+
+def test_drift_numbers_name_the_layer_that_moved(runs):
+    smallest = min(P.agc_factors)
+    runs["mlp"] = pd.concat([runs["mlp"], fake_sweep({("agc", smallest): [(1.0, 2),
+                                                                          (0.5, -1)]})])
+    drift = pd.DataFrame({
+        "config": "mlp", "seed": 0, "step": [0, 0, 1, 1, 2, 2],
+        "param": ["blocks.0.linear.weight", "readout.weight"] * 3,
+        "matrix": True, "final": [False, True] * 3, "init_norm": [10.0, 2.0] * 3,
+        "distance": [0.0, 0.0, 0.01, 200.0, 0.02, np.inf]})
+    n = chapter.drift_numbers(drift, runs, P)
+    assert n["clipping_mlp_drift_n"] == "1/2"  # seed 1 learned; seed 0 diverged
+    assert n["clipping_mlp_drift_readout"] == "100"  # step 1: the last finite one
+    assert n["clipping_mlp_drift_hidden"] == "0.1%"
+    assert n["clipping_rnn_drift_readout"] == "–"  # no RNN run blew up
+
+
+def test_setting_numbers_quote_the_parameters_and_the_runs_batch_sizes(runs):
+    n = chapter.setting_numbers(runs["healthy"], P)
+    assert n["clipping_mlp_lr"] == P.mlp_lr and n["clipping_causes_lr_div"] == "0/2"
+    assert n["clipping_mlp_batch"] == 64 and n["clipping_rnn_batch"] == 32  # the defaults
+    assert n["clipping_blow_up"] == "10" and n["clipping_long_c"] == "1"

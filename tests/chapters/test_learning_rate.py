@@ -90,6 +90,12 @@ def test_boundary_numbers(runs):
     assert numbers["lr_n_below"] == "0 of 4" and numbers["lr_below_where"] == "none"
     assert numbers["lr_lam_span"] == "10" and numbers["lr_lam_seed_spread"] == "2.0"
     assert numbers["lr_d0s1_lam"] == "–"  # a network the table does not hold
+    assert numbers["lr_d0s0_readout"] == "50%"
+
+
+def test_share_text_writes_the_readout_share_in_percent():
+    assert chapter.share_text([0.641, 0.69, 0.66]) == "64–69%"
+    assert chapter.share_text([0.5]) == "50%" and chapter.share_text([np.nan]) == "–"
 
 
 def test_correlation_numbers_use_the_runs_that_diverged(runs):
@@ -97,6 +103,25 @@ def test_correlation_numbers_use_the_runs_that_diverged(runs):
     assert numbers["lr_corr_n"] == 2
     assert numbers["lr_stab_span"] == "2" and numbers["lr_lrdiv_span"] == "4"
     assert numbers["lr_corr"] == "1.00"
+    # both runs are one network's seeds: one cluster, no slope across networks
+    assert numbers["lr_n_networks"] == 1 and numbers["lr_slope_net"] == "–"
+    assert numbers["lr_corr_net"] == "–" and numbers["lr_slope_loo"] == "–"
+    assert numbers["lr_slope"] == "2.00"  # seed 1: half the 2/lambda, a quarter the lr_div
+
+
+def test_the_slope_over_networks_counts_each_network_once():
+    rows = []
+    for depth, lam, r_div in [(2, 1.0, 2.0), (4, 10.0, 4.0), (8, 100.0, 8.0)]:
+        for seed in range(3):  # three seeds of a network: one point of the relation
+            rows.append({"depth": depth, "sigma_w": 1.0, "seed": seed, "lambda_max": lam,
+                         "stability_lr": 2 / lam, "r_div": r_div,
+                         "lr_div": r_div * 2 / lam})
+    seedwise = pd.DataFrame(rows)
+    nets = seedwise.groupby(["depth", "sigma_w"]).median()
+    # lr_div = r_div * 2/lam with r_div = 2 * (10 / lam) ** (log10 2): slope 1 - log10(2)
+    slope = chapter._slope(nets)
+    assert slope == pytest.approx(1 - math.log10(2))
+    assert chapter._slope(seedwise) == pytest.approx(slope)  # same points, repeated
 
 
 def test_summary_table_has_a_row_per_network(runs):
@@ -104,7 +129,11 @@ def test_summary_table_has_a_row_per_network(runs):
     table = chapter.summary_table(runs, P).data
     assert list(table["network"]) == ["depth 2, σ_w = 1.4", "depth 2, σ_w = 1",
                                       "depth 6, σ_w = 1.4", "depth 6, σ_w = 1"]
-    assert table.iloc[0]["smallest diverging r"] == "3 [2, 4]"
+    assert table.iloc[0]["first diverging r"] == "3 [2, 4]"
+    assert table.iloc[3]["first diverging lr"] == "–" and "nan" not in table.to_string()
+    sharp = chapter.sharpness_table(runs, P).data
+    assert sharp.iloc[0]["top eigenvector in the readout"] == "50%"
+    assert sharp.iloc[0]["2/λmax (median)"] == "0.15"
 
 
 def test_figures_of_the_sweep(runs):
@@ -131,7 +160,7 @@ def test_trajectory_numbers_and_figure_on_tiny_real_runs():
     assert numbers["lr_traj_max_end"] == f"{last['fit'].max():.2f}"
     assert numbers["lr_traj0_fit_end"].count("[") == 1  # two seeds: median [min, max]
     fig = chapter.fig_sharpness(traj, P)
-    assert len(fig.axes) == 1 and fig.axes[0].get_title() == "depth 2, σ_w = 1.4142"
+    assert len(fig.axes) == 1 and fig.axes[0].get_title() == "depth 2, $\\sigma_w$ = 1.4142"
     plt.close(fig)
 
 

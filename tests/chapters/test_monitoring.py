@@ -15,12 +15,15 @@ P = chapter.CHAPTER.parameters({"profile": "quick"}, {})
 DIVERGE = 40  # step at which every exploding fake run turns NaN
 
 
-def fake_run(seed: int, lr: float, explode: bool) -> pd.DataFrame:
+def fake_run(seed: int, lr: float, explode: bool, spike: bool = False) -> pd.DataFrame:
     """Per-step rows of a ``training``-style run swept over ``lr``: a flat gradient norm,
-    and for an exploding run a factor-3 climb over the last 8 steps before a NaN."""
+    for an exploding run a factor-3 climb over the last 8 steps before a NaN, for a
+    spiking one a single spike of 50 at step 20 that passes."""
     last = DIVERGE if explode else P.steps
     steps = np.arange(last + 1)
     grad = 1.0 + 0.01 * np.sin(steps + seed)
+    if spike:
+        grad[20] = 50.0
     if explode:
         grad[last - 8:last] = 3.0 ** np.arange(1, 9)
         grad[last] = np.nan
@@ -35,14 +38,17 @@ def fake_run(seed: int, lr: float, explode: bool) -> pd.DataFrame:
 
 @pytest.fixture
 def runs():
+    spiking = [fake_run(s, lr, False, spike=True) for lr in P.spiking_lrs[:2]
+               for s in range(P.seeds)]
     return pd.concat([fake_run(s, lr, lr == P.explode_lr) for lr in [P.explode_lr, P.healthy_lr]
-                      for s in range(P.seeds)], ignore_index=True)
+                      for s in range(P.seeds)] + spiking, ignore_index=True)
 
 
 def test_runs_are_labelled_by_the_swept_peak_rate_not_the_warmed_up_one(runs):
     labelled = chapter.labelled(runs, P)
     assert set(labelled[labelled.lr == P.explode_lr].run) == {"exploding"}
     assert set(labelled[labelled.lr == P.healthy_lr].run) == {"healthy"}
+    assert set(labelled[labelled.lr == P.spiking_lrs[0]].run) == {"spiking"}
     assert (labelled.step_lr < labelled.lr).any()  # warmup: step_lr is not the label
 
 
@@ -60,11 +66,21 @@ def test_lead_numbers_count_the_final_climb(runs):
 
 
 def test_lead_table_has_a_row_per_factor(runs):
-    table = chapter.lead_table(runs, P)
+    table = chapter.lead_table(runs, P).data
     assert list(table["factor k"]) == [f"{k:g}" for k in sorted({*P.factors, P.spike_factor})]
     assert (table["healthy runs flagged"] == "0/2").all()
-    assert table.set_index("factor k").loc["100", "lead of first flag, steps (median [min, max])"] \
+    assert table.set_index("factor k").loc["100", "warning, steps (first flag)"] \
         == "4 [4, 4]"  # 3^5 = 243 > 100 at step 36
+    # a spike of 50 passes 3x and 10x the median, not 100x
+    assert list(table["recovering runs flagged"]) == ["4/4", "4/4", "0/4"]
+
+
+def test_false_alarms_are_counted_per_rate_and_seed(runs):
+    n = chapter.false_alarm_numbers(runs, P)
+    assert n["mon_spiking_n"] == 2 * P.seeds and n["mon_spiking_diverged"] == "0/4"
+    assert n["mon_spiking_flagged"] == "4/4"
+    assert n["mon_spiking_verdict"] == "flagged every one of them"
+    assert n["mon_spiking_spike"] == "50"
 
 
 def test_ratio_numbers(runs):
@@ -143,4 +159,60 @@ def test_cost_numbers_and_figure():
     assert chapter.cost_numbers(costs, P)["mon_cost_interval"] == "at no interval"
     ax = chapter.fig_cost(costs, P).get_axes()[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["monitoring on", "detect_anomaly"]
+    plt.close("all")
+
+
+def test_distribution_numbers_and_heatmaps_of_a_tiny_detailed_run():
+    import exploding_gradients as eg
+    from exploding_gradients.study.plots import check_legible
+
+    detail = eg.sweep("training", [{"lr": P.explode_lr}, {"lr": P.healthy_lr}], seeds=1,
+                      layer_detail=True, depth=3, width=8, n_train=128, batch_size=16,
+                      steps=12, log_every=2, optimizer="momentum", warmup_steps=4)
+    n = chapter.distribution_numbers(detail, P)
+    assert n["mon_detail_every"] == P.detail_every
+    assert n["mon_healthy_dead"].endswith("%") and "nan" not in str(n.values())
+    fig = chapter.fig_distribution(detail, P)
+    check_legible(fig)
+    assert len([a for a in fig.get_axes() if a.get_title()]) == 4
+    plt.close("all")
+
+
+def fp16_run(seed: int, lr: float, explode: bool) -> pd.DataFrame:
+    """A float16 run's per-step rows: a healthy one skips steps 10 and 30 at an ordinary
+    loss, and its scale grows back; an exploding one skips 4 steps in a row at a rising
+    loss, halving its scale each time, then diverges."""
+    steps = np.arange(41)
+    loss = np.ones(len(steps))
+    skipped = np.zeros(len(steps))
+    scale = np.full(len(steps), 1024.0)
+    if explode:
+        loss[34:] = [4, 8, 16, 32, 64, np.nan, np.nan]
+        skipped[35:39] = 1
+        scale[36:] = [512, 256, 128, 64, 64]
+        diverged = 39
+        steps, loss, skipped, scale = (a[:40] for a in (steps, loss, skipped, scale))
+    else:
+        skipped[[10, 30]] = 1
+        scale[11:] = 512.0
+        scale[25:] = 1024.0
+        scale[31:] = 512.0
+        diverged = -1
+    return pd.DataFrame({"seed": seed, "step": steps, "layer": 0, "loss": loss,
+                         "skipped": skipped, "loss_scale": scale, "diverged_step": diverged,
+                         "lr": lr})
+
+
+def test_precision_rows_tell_a_scalers_skip_from_an_explosion():
+    fp16 = pd.concat([fp16_run(0, P.healthy_lr, False), fp16_run(0, P.explode_lr, True)],
+                     ignore_index=True)
+    rows = chapter.precision_rows(fp16, P).set_index("run")
+    assert rows.loc["healthy", "skips"] == 2 and rows.loc["healthy", "longest streak"] == 1
+    assert rows.loc["healthy", "loss at skips ÷ running median"] == 1
+    assert rows.loc["exploding", "longest streak"] == 4
+    assert rows.loc["exploding", "loss at skips ÷ running median"] > 8
+    assert rows.loc["exploding", "smallest scale"] == 64 and rows.loc["exploding", "diverged"]
+    n = chapter.precision_numbers(fp16, P)
+    assert n["mon_fp16_exploding_diverged"] == "1/1" and n["mon_fp16_healthy_streak"] == 1
+    assert len(chapter.fig_precision(fp16, P).get_axes()) == 2
     plt.close("all")

@@ -12,6 +12,7 @@ import exploding_gradients as eg
 from exploding_gradients.chapters import optimization as chapter
 from exploding_gradients.data import ADDING_BASELINE_MSE
 from exploding_gradients.remedies import SCHEDULES
+from exploding_gradients.study.plots import check_legible
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -86,8 +87,13 @@ def test_penalties_share_the_unpenalized_runs_and_tabulate_by_shrink_per_step(P)
     assert {"opt_rnn_none_grad", "opt_rnn_wd_lag", "opt_rnn_first_grad"} <= set(rnn)
     assert len(chapter.adamw_table(penalties, P)) == 1 + 2 + 2
     fig = chapter.fig_penalty(penalties, P)
-    assert len(fig.axes) == 3 and fig.legends
-    assert len(chapter.fig_adamw(penalties, P).axes) == 2
+    check_legible(fig)
+    # three panels and the legend in the fourth, stacked two by two
+    assert len(fig.axes) == 4 and not fig.axes[3].axison and fig.axes[3].get_legend()
+    assert "$\\sigma_w$" in fig.axes[0].get_title()  # no literal underscore
+    fig = chapter.fig_adamw(penalties, P)
+    check_legible(fig)
+    assert len(fig.axes) == 2
     plt.close("all")
 
 
@@ -151,9 +157,40 @@ def test_optimizers_from_tiny_runs(P):
     # Adam's first step is lr * sign(g) per weight, RMSprop's ten times that
     ratio = float(numbers["opt_rms_over_adam"].split(" ")[0])
     assert ratio == pytest.approx(10, rel=0.05)
-    assert len(chapter.fig_optimizers(optimizers, P).axes) == 4
-    assert len(chapter.fig_first_step(optimizers, P).axes) == 1
+    fig = chapter.fig_optimizers(optimizers, P)
+    check_legible(fig)
+    assert len(fig.axes) == 4 and len(fig.legends) == 1
+    fig = chapter.fig_first_step(optimizers, P)
+    check_legible(fig)
+    assert len(fig.axes) == 1
     plt.close("all")
+
+
+def test_the_long_runs_of_the_deep_network_say_whether_adam_learns_with_more_steps(P):
+    P = chapter.CHAPTER.parameters({**TINY, "budget_steps": 6}, before={})
+    budget = eg.sweep("training", [{"optimizer": "adam", "lr": 0.01, "init": "normal"},
+                                   {"optimizer": "momentum", "lr": 0.01, "init": "he"}],
+                      seeds=1, **{**chapter.cases(P)["deep"].config, "steps": 6,
+                                  "log_every": P.deep_steps})
+    curves = chapter.budget_curves(budget)
+    assert sorted(curves.step.unique()) == [0, 3, 6]
+    numbers = chapter.budget_numbers(budget, P)
+    assert numbers["opt_budget_lr"] == "0.01" and numbers["opt_budget_steps"] == 6
+    adam = curves[(curves.optimizer == "adam")].set_index("step").test_loss
+    assert numbers["opt_budget_short"] == chapter.readable.number(adam[3], 3)
+    assert numbers["opt_budget_long"] == chapter.readable.number(adam[6], 3)
+    learned = adam[6] <= 0.9 * chapter.references(P)["deep"]
+    assert numbers["opt_budget_learned"].startswith("learns" if learned else "has not")
+    fig = chapter.fig_budget(budget, P)
+    check_legible(fig)
+    assert len(fig.legends) == 1
+    plt.close("all")
+
+
+def test_ranges_are_written_for_readers():
+    assert chapter.med_range([1e8, 2e8, 5e8]) == "2 × 10⁸ [10⁸, 5 × 10⁸]"
+    assert chapter.med_range([]) == "–" and chapter.med_range([0.5]) == "0.5"
+    assert chapter.med_range([1, 2, 3], "{:.0f}") == "2 [1, 3]"
 
 
 def test_false_alarms_are_stopped_runs_whose_unstopped_twin_survived():
@@ -185,7 +222,8 @@ def test_early_stopping_from_tiny_runs(P):
     assert numbers["opt_stop_lrs"] == "0.1 and 0.2" and numbers["opt_stop_factors"] == "2"
     assert numbers["opt_stop_mlp_n"].endswith(" of 2")
     fig = chapter.fig_stopping(stop_mlp, stop_rnn, safe, safe_rnn, P)
-    assert len(fig.axes) == 2 and fig.axes[1].get_title() == "RNN ρ = 3, T = 5, plain SGD"
+    check_legible(fig)
+    assert len(fig.axes) == 2 and fig.axes[1].get_title() == "RNN, plain SGD"
     plt.close("all")
 
 

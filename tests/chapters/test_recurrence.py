@@ -12,6 +12,7 @@ import exploding_gradients as eg
 from exploding_gradients import theory
 from exploding_gradients.chapters import recurrence as chapter
 from exploding_gradients.data import ADDING_BASELINE_MSE
+from exploding_gradients.study.plots import check_legible
 from exploding_gradients.train import OPTIMIZERS
 
 
@@ -68,7 +69,7 @@ def test_lag_numbers(grads):
     assert numbers["rec_bound_max"] == f"{0.5 / 0.8:.2f}"
     assert numbers["rec_n_naive_wrong"] == 0 and numbers["rec_naive_wrong_list"] == "none"
     assert numbers["rec_rho1"] == "1" and numbers["rec_rho1_growth"] == "0.600"
-    assert numbers["rec_rho1_total"] == f"{0.6 ** 10:.2g}"
+    assert numbers["rec_rho1_total"] == "0.00605"
     # log(mean factor) crosses 0 between rho = 1 (0.6) and rho = 3 (1.25)
     crit = 1.0 + 2.0 * -math.log(0.6) / (math.log(1.25) - math.log(0.6))
     assert numbers["rec_critical_rho"] == f"about {crit:.2f}"
@@ -85,11 +86,51 @@ def test_a_violated_bound_is_said():
 
 
 def test_gated_numbers():
-    gated = pd.concat([lag_rows("lstm", 0.5, 1.0, [0.5, 0.5]),
+    def lstm(bias, radius, factor):
+        return lag_rows("lstm", radius, 2 * radius, [factor, factor]).assign(forget_bias=bias)
+
+    # a sweep leaves forget_bias out (NaN) for the GRU points
+    gated = pd.concat([lstm(0.0, 0.5, 0.5), lstm(0.0, 1.0, 0.6), lstm(1.0, 1.0, 0.8),
+                       lstm(3.0, 1.0, 1.02), lag_rows("gru", 1.0, 2.0, [0.9, 0.95]),
                        lag_rows("gru", 3.0, 6.0, [0.9, 0.95])], ignore_index=True)
-    numbers = chapter.gated_numbers(gated, params(gated_radii=[0.5, 3.0]))
-    assert numbers == {"rec_gated_low": "0.500", "rec_gated_high": "0.925",
-                       "rec_gated_max_rho": "3", "rec_gated_any_explode": "none of them"}
+    P = params(gated_radii=[0.5, 1.0, 3.0], forget_biases=[0.0, 1.0, 3.0])
+    numbers = chapter.gated_numbers(gated, P)
+    # the zero-bias cells only: the LSTM with bias 3 explodes, they do not
+    assert numbers["rec_gated_low"] == "0.500" and numbers["rec_gated_high"] == "0.925"
+    assert numbers["rec_gated_any_explode"] == "none of them"
+    assert numbers["rec_fb_rho"] == "1" and numbers["rec_gru_r1"] == "0.925"
+    assert numbers["rec_fb_factors"] == ("0.600 with bias 0, 0.800 with bias 1 and "
+                                         "1.020 with bias 3")
+    assert numbers["rec_fb_sigmoids"] == "0.50, 0.73 and 0.95"
+    assert list(chapter.with_gate_case(gated)["case"].unique()) == [
+        "LSTM, forget bias 0", "LSTM, forget bias 1", "LSTM, forget bias 3", "GRU"]
+    fig = chapter.fig_gated(gated, P)
+    check_legible(fig)
+    assert fig.axes[1].get_title() == "$\\rho$ = 1"
+    plt.close(fig)
+
+
+def test_threshold_against_the_input_scale():
+    P = params(input_stds=[0.3, 1.0])
+
+    def rows(s, crit_sw):
+        # a factor that crosses 1 exactly at sigma_w = crit_sw, linear in log
+        return pd.concat([lag_rows("rnn", r, 2 * r, [np.exp(r - crit_sw)] * 2)
+                          .assign(input_std=s) for r in (1.0, 2.0, 3.0)], ignore_index=True)
+
+    scales = pd.concat([rows(0.3, 1.4), rows(1.0, 1.86)], ignore_index=True)
+    t = chapter.threshold_table(scales, P).set_index("input std")
+    assert t.loc[0.3, "measured critical σ_w"] == pytest.approx(1.4)
+    assert t.loc[1.0, "measured critical ρ"] == pytest.approx(1.86)
+    assert t.loc[1.0, "mean-field critical σ_w"] == pytest.approx(
+        theory.rnn_critical_sigma_w(1.0))
+    numbers = chapter.threshold_numbers(scales, P)
+    assert numbers["rec_in_lo"] == "0.3" and numbers["rec_in_hi_sw"] == "1.86"
+    assert numbers["rec_in_zero_crit"] == "1.00" and numbers["rec_in_stds"] == "0.3, 1"
+    fig = chapter.fig_threshold(scales, P)
+    check_legible(fig)
+    assert len(fig.axes) == 2
+    plt.close(fig)
 
 
 def training_rows(seed, losses, grads, lag=(0.5, 0.1), diverged_step=-1, **point):
@@ -150,14 +191,17 @@ def test_gated_training_puts_the_rnn_first(runs):
     gruns = pd.concat([
         training_rows(0, [0.5] * 18 + [0.001, 0.001], [1.0] * 20, lag=(0.001, 0.3),
                       cell="lstm"),
+        training_rows(0, [0.5] * 18 + [0.001, 0.001], [1.0] * 20, lag=(0.1, 0.5),
+                      cell="lstm", forget_bias=1.0),
         training_rows(0, [0.2] * 20, [1.0] * 20, lag=(0.002, 0.4), cell="gru")])
     numbers = chapter.gated_training_numbers(runs, gruns, P)
     assert numbers["rec_gated_T"] == 15 and numbers["rec_gated_seeds"] == 1
     assert numbers["rec_gated_lstm_solved"] == "1/1" and numbers["rec_gated_gru_solved"] == "0/1"
+    assert numbers["rec_gated_lstm_fb_solved"] == "1/1" and numbers["rec_train_fb"] == "1"
     assert numbers["rec_gated_rnn_solved"] == "0/2"
     assert numbers["rec_gated_rnn_ratio0"] == "0.02" and numbers["rec_gated_lstm_ratio1"] == "0.3"
     table = chapter.gated_training_display(runs, gruns, P).data
-    assert list(table["cell"]) == ["rnn", "lstm", "gru"]
+    assert list(table["cell"]) == ["RNN", "LSTM, forget bias 0", "LSTM, forget bias 1", "GRU"]
 
 
 def test_optimizer_names_cover_the_choices():
@@ -177,6 +221,7 @@ def test_cliff_numbers_and_figure():
     # the peak gradient grows by about the unstable fixed point's slope per step
     assert chapter.peak_growth(cliffs) == pytest.approx(cliffs.saddle_slope.iloc[-1], rel=0.1)
     fig = chapter.fig_cliff(surface, cliffs, P)
+    check_legible(fig)
     assert len(fig.axes) == 4  # three panels and the colorbar
     plt.close(fig)
 
@@ -184,6 +229,7 @@ def test_cliff_numbers_and_figure():
 def test_training_figure(runs):
     P = params(train_radius=1.0, explode_radius=3.0, train_seq_lens=[5, 15])
     fig = chapter.fig_training(runs, P)
+    check_legible(fig)
     assert len(fig.axes) == 2
     assert len(fig.axes[1].get_lines()) == 3  # seed 0 at the shortest, longest, exploding
     plt.close(fig)
@@ -194,8 +240,9 @@ def test_verdicts_and_figures_on_tiny_real_runs():
     net = dict(seq_len=6, hidden_size=8, input_std=P.input_std)
     grads = eg.sweep("rnn_gradients", [{"cell": "rnn", "spectral_radius": r}
                                        for r in P.spectral_radii], seeds=2, **net)
-    gated = eg.sweep("rnn_gradients", [{"cell": c, "spectral_radius": r}
-                                       for c in chapter.GATED for r in P.gated_radii],
+    gated = eg.sweep("rnn_gradients", [{"cell": "lstm", "forget_bias": b, "spectral_radius": r}
+                                       for b in P.forget_biases for r in P.gated_radii]
+                     + [{"cell": "gru", "spectral_radius": r} for r in P.gated_radii],
                      seeds=1, **net)
     table = chapter.verdicts(grads, P)
     assert list(table["measured"]) == ["vanishes", "explodes"]
@@ -206,5 +253,7 @@ def test_verdicts_and_figures_on_tiny_real_runs():
     assert len(fig.axes) == 1 and len(fig.axes[0].get_lines()) == 2
     plt.close(fig)
     fig = chapter.fig_gated(gated, P)
-    assert [ax.get_title() for ax in fig.axes] == ["LSTM", "GRU"]
+    check_legible(fig)
+    assert len(fig.axes[0].get_lines()) >= len(P.forget_biases) + 1
     plt.close(fig)
+    assert chapter.gated_numbers(gated, P)["rec_fb_list"] == "0, 1 and 3"

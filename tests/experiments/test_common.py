@@ -68,7 +68,7 @@ def test_the_feedforward_experiments_are_found():
 @pytest.mark.parametrize("init", SCHEMES)
 def test_every_experiment_starts_from_trainings_network(init):
     """``lr_boundary`` trains with plain SGD from ``training``'s initial network on its
-    minibatches, so at the same learning rate its losses are ``training``'s bit for bit;
+    minibatches, so at the same learning rate its losses are the per-seed loop's bit for bit;
     ``sharpness`` measures the loss of that same initial network.  (Both once skipped
     LSUV and measured a different network.)"""
     common = dict(depth=3, width=8, activation="tanh", init=init, sigma_w=1.3, n_train=64,
@@ -76,7 +76,8 @@ def test_every_experiment_starts_from_trainings_network(init):
     boundary = eg.run("lr_boundary", tiny("lr_boundary", **common, lr_ratios=[1.0], steps=4),
                       use_cache=False)
     lr = float(boundary["lr"].iloc[0])
-    trained = eg.run("training", tiny("training", **common, optimizer="sgd", lr=lr, steps=4),
+    trained = eg.run("training", tiny("training", **common, optimizer="sgd", lr=lr, steps=4,
+                                             engine="loop"),
                      use_cache=False)
     steps = trained[trained.layer == 0].reset_index(drop=True)
     assert boundary["loss"].tolist() == steps["loss"].tolist()

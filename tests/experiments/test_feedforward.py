@@ -217,3 +217,101 @@ def test_the_batched_engine_leaves_other_architectures_to_the_loop():
                      use_cache=False)
     loop = eg.run("training", dict(CNN, steps=5, n_train=64), seeds=2, use_cache=False)
     assert batched.equals(loop)
+
+
+# --------------------------------------------------------------------------- outlier batches
+
+OUTLIERS = dict(depth=3, width=16, n_train=256, batch_size=16, steps=40, log_every=10)
+
+
+def test_outlier_schedule_starts_episodes_of_burst_steps():
+    from exploding_gradients.data import outlier_generator, outlier_steps
+
+    hit = outlier_steps(2000, 0.01, 3, outlier_generator(0))
+    starts = hit & ~torch.cat([torch.tensor([False]), hit[:-1]])
+    assert 5 <= int(starts.sum()) <= 40  # ~20 episodes of 3 (some may merge)
+    runs = torch.diff(torch.nonzero(torch.diff(hit.int(), prepend=torch.tensor([0])))
+                      .flatten())[::2]
+    assert (runs >= 3).all()  # every episode lasts at least a burst
+    assert not outlier_steps(100, 0.0, 5, outlier_generator(0)).any()
+    assert torch.equal(hit, outlier_steps(2000, 0.01, 3, outlier_generator(0)))
+    with pytest.raises(ValueError, match="burst"):
+        outlier_steps(10, 0.5, 0, outlier_generator(0))
+
+
+def test_outlier_batches_corrupt_only_the_scheduled_batches():
+    from exploding_gradients.data import OutlierBatches
+
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.ones(4, 3), torch.tensor([0, 1, 2, 3])
+    schedule = torch.tensor([False, True, False])
+    batches = OutlierBatches(lambda: (x, y), schedule, "inputs", 7.0, gen)
+    assert torch.equal(batches()[0], x) and torch.equal(batches()[0], 7 * x)
+    assert torch.equal(batches()[0], x) and torch.equal(batches()[0], x)  # past the end
+    labels = OutlierBatches(lambda: (x, y), torch.tensor([True] * 50), "labels", 1.0, gen, 4)
+    drawn = torch.stack([labels()[1] for _ in range(50)])
+    assert drawn.min() >= 0 and drawn.max() <= 3 and not (drawn == y).all()
+    targets = OutlierBatches(lambda: (x, y.float()[:, None]), torch.tensor([True]), "labels",
+                             5.0, gen)
+    assert targets()[1].shape == (4, 1)
+    with pytest.raises(ValueError, match="outlier kind"):
+        OutlierBatches(lambda: (x, y), schedule, "pixels", 1.0, gen)
+
+
+def test_outliers_change_only_their_batches_and_are_recorded():
+    """Outliers of scale 1 are no outliers: the run is the clean run bit for bit, so the
+    minibatch sequence is the clean twin's; at scale 30 the outlier steps' gradients
+    are the large ones."""
+    clean = eg.run("training", OUTLIERS, seeds=1)
+    assert "outlier" not in clean
+    same = eg.run("training", OUTLIERS, seeds=1, outlier_prob=0.1, outlier_scale=1.0)
+    pd.testing.assert_frame_equal(same.drop(columns="outlier"), clean)
+    spiky = eg.run("training", OUTLIERS, seeds=1, outlier_prob=0.1, outlier_scale=30.0)
+    steps = spiky[spiky.layer == 0]
+    assert set(steps.outlier.unique()) == {0.0, 1.0}
+    assert spiky[spiky.layer > 0].outlier.isna().all()
+    first = int(steps[steps.outlier == 1].step.iloc[0])
+    before = clean[(clean.layer == 0) & (clean.step == first)].grad_norm.iloc[0]
+    assert steps[steps.step == first].grad_norm.iloc[0] > 5 * before
+    pd.testing.assert_frame_equal(  # identical up to the first outlier
+        steps[steps.step < first].drop(columns="outlier").reset_index(drop=True),
+        clean[(clean.layer == 0) & (clean.step < first)].reset_index(drop=True))
+    config = eg.REGISTRY["training"].resolve(dict(OUTLIERS, outlier_prob=0.1,
+                                                  engine="batched"))
+    assert not eg.REGISTRY["training"].runs_batched(config)
+
+
+def test_jacobian_spectrum_of_orthogonal_linear_layers_is_flat():
+    # a product of orthogonal matrices times sigma_w^(L-1): every singular value the same
+    df = eg.run("jacobian_spectrum", depth=5, width=16, activation="linear",
+                weights="orthogonal", sigma_w=1.3, inputs=2)
+    assert list(df.columns[:4]) == ["seed", "input", "index", "singular_value"]
+    assert len(df) == 2 * 16
+    assert df["singular_value"].to_numpy() == pytest.approx(1.3**4, rel=1e-5)  # float32 W
+
+
+def test_jacobian_spectrum_is_the_spectrum_of_the_backward_jacobian():
+    """The singular values of dh^L/dh^1 of the very network signal_propagation builds,
+    computed here with autograd through the model's own blocks."""
+    from exploding_gradients.data import gaussian_inputs
+    from exploding_gradients.experiments.feedforward import generator
+    from exploding_gradients.models.mlp import build_mlp
+
+    config = {"width": 12, "depth": 4, "activation": "tanh", "normalization": "none",
+              "residual": False, "init": "normal", "sigma_w": 1.5, "sigma_b": 0.2}
+    df = eg.run("jacobian_spectrum", depth=4, width=12, activation="tanh", sigma_w=1.5,
+                sigma_b=0.2, input_q=0.5, seeds=1)
+    gen = generator(0)
+    model = build_mlp(config, d_in=12, d_out=1, generator=gen).double()
+    x = gaussian_inputs(1, 12, gen).double()[0] * 0.5**0.5
+    h1 = model.blocks[0].linear(x)
+
+    def rest(h):
+        out = h
+        for block in model.blocks[1:]:
+            out = block.linear(block.act(out))
+        return out
+
+    jac = torch.autograd.functional.jacobian(rest, h1)
+    expected = torch.linalg.svdvals(jac).detach().numpy()
+    assert df["singular_value"].to_numpy() == pytest.approx(expected, rel=1e-6)

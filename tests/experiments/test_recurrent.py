@@ -41,6 +41,25 @@ def test_spectral_radius_is_applied_to_every_gate_block(cell):
     assert df.sigma_max.iloc[0] > 0.7
 
 
+def test_forget_bias_sets_only_the_lstm_forget_gate_and_draws_nothing():
+    plain = rnn.build_cell("lstm", 3, 10, 1.0, torch.Generator().manual_seed(0))
+    biased = rnn.build_cell("lstm", 3, 10, 1.0, torch.Generator().manual_seed(0),
+                            forget_bias=2.0)
+    for name, p in plain.named_parameters():
+        if name != "bias_ih":
+            assert torch.equal(p, getattr(biased, name)), name
+    # PyTorch's gate order is input, forget, cell, output: only the second block moves.
+    assert torch.all(biased.bias_ih[10:20] == 2.0)
+    assert torch.all(biased.bias_ih[:10] == 0) and torch.all(biased.bias_ih[20:] == 0)
+    with pytest.raises(ValueError, match="forget_bias"):
+        rnn.build_cell("gru", 3, 10, 1.0, torch.Generator().manual_seed(0), forget_bias=1.0)
+    # A larger forget bias keeps more of the gradient per step.
+    df = eg.sweep("rnn_gradients", [{"forget_bias": b} for b in [0.0, 3.0]], cell="lstm",
+                  **SMALL)
+    factor = growth.growth_per_lag(df, ["forget_bias"]).groupby("forget_bias").growth.mean()
+    assert factor[3.0] > factor[0.0]
+
+
 def test_same_seed_gives_bit_identical_results():
     kw = dict(use_cache=False, seeds=2)
     for cell in rnn.CELLS:
@@ -61,6 +80,8 @@ def test_same_seed_gives_bit_identical_results():
     ("rnn_training", {"seq_len": 1}, "seq_len"),  # the adding problem needs two halves
     ("rnn_training", {"cell": "lstmx"}, "cell"),
     ("rnn_training", {"optimizer": "lbfgs"}, "optimizer"),
+    ("rnn_training", {"cell": "gru", "forget_bias": 1.0}, "forget_bias"),
+    ("rnn_gradients", {"forget_bias": 1.0}, "forget_bias"),
 ])
 def test_bad_input_fails_by_name_before_compute(name, overrides, named, monkeypatch):
     def boom(*args, **kwargs):

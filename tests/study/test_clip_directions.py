@@ -76,3 +76,30 @@ def test_a_diverged_gradient_gives_nan_not_an_error():
 def test_clip_directions_refuses_other_experiments():
     with pytest.raises(ValueError, match="training"):
         clipping.clip_directions("signal_propagation", {}, 0, {"norm": [1.0]})
+
+
+def test_weight_drift_replays_the_clipped_run_and_measures_each_tensor():
+    for name, config in [("training", {**MLP, "clip": "agc", "clip_threshold": 1e-3}),
+                         ("rnn_training", {**RNN, "clip": "norm", "clip_threshold": 0.1})]:
+        run = eg.run(name, config, seeds=1)
+        whole = run[run["layer"] == 0] if "layer" in run else run
+        drift = clipping.weight_drift(name, config, seed=0)
+        losses = drift.groupby("step").loss.first()
+        assert np.array_equal(losses.to_numpy(), whole["loss"].to_numpy())  # the same run
+        start = drift[drift.step == 0]
+        assert (start.distance == 0).all() and (drift.step.max() == config["steps"])
+        assert start.final.sum() == 2 and start.matrix.sum() >= 2  # readout weight and bias
+    # AGC with a tiny factor: hidden matrices move by at most lr * lambda * their norm per step
+    moved = clipping.weight_drift("training", {**MLP, "clip": "agc",
+                                                       "clip_threshold": 1e-3}, seed=0)
+    hidden = moved[moved.matrix & ~moved.final & (moved.step == MLP["steps"])]
+    assert (hidden.distance <= MLP["steps"] * MLP["lr"] * 1e-3 * hidden.init_norm * 1.01).all()
+
+
+def test_weight_drift_of_a_diverging_run_ends_where_it_diverged():
+    config = {**MLP, "lr": 50.0, "steps": 30}
+    drift = clipping.weight_drift("training", config, seed=0)
+    step = int(drift["diverged_step"].iloc[0])
+    assert step >= 0 and drift.step.max() == step
+    with pytest.raises(ValueError, match="training"):
+        clipping.weight_drift("signal_propagation", {}, 0)

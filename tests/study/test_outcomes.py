@@ -48,6 +48,17 @@ def test_run_outcomes_reads_rnn_tables_without_test_loss():
     assert (out["last_step"] == 4).all()
 
 
+def test_blew_up_flags_a_diverged_run_and_a_finite_loss_that_grew_past_the_factor():
+    runs = eg.sweep("training", [{"lr": 0.01}, {"lr": 1e3}], seeds=1, **TINY)
+    out = outcomes.run_outcomes(runs, ["lr"]).set_index("lr")
+    assert not out.loc[0.01, "blew_up"] and out.loc[1e3, "blew_up"]
+    ratio = out.loc[0.01, "final_test_loss"] / out.loc[0.01, "first_test_loss"]
+    # the same healthy run counts as blown up once the factor is below its own ratio
+    low = outcomes.run_outcomes(runs, ["lr"], blow_up=ratio / 2).set_index("lr")
+    assert low.loc[0.01, "blew_up"] == (ratio > ratio / 2)
+    assert list(low.columns[:-1]) == list(out.columns[:-1])  # the other columns unchanged
+
+
 def test_outcome_summary_counts_and_ignores_diverged_values():
     per_run = pd.DataFrame({
         "g": ["a", "a", "a", "b"], "seed": [0, 1, 2, 0],
@@ -203,3 +214,15 @@ def test_spike_warnings_measures_the_lead_before_divergence():
     assert math.isnan(out.loc[1, "final_streak"])
     assert out.loc[1, "n_flags"] == 0 and math.isnan(out.loc[1, "lead_first"])
     assert out.loc[2, "diverged_step"] == 22 and math.isnan(out.loc[2, "lead_episode"])
+
+
+def test_blew_up_counts_a_finite_loss_far_above_its_start_and_every_divergence():
+    rows = []
+    for seed, (loss, diverge_at) in enumerate([([1.0, 0.5, 0.2], -1), ([1.0, 5.0, 20.0], -1),
+                                              ([1.0, 9.0, 10.0], -1), ([1.0, 2.0, np.nan], 2)]):
+        rows.append(pd.DataFrame({"seed": seed, "step": range(3), "loss": loss,
+                                  "diverged_step": diverge_at, "stopped_step": -1}))
+    out = outcomes.run_outcomes(pd.concat(rows, ignore_index=True))
+    assert out["blew_up"].tolist() == [False, True, False, True]
+    assert out.columns[-1] == "blew_up"  # added after the columns pages already read
+    assert outcomes.run_outcomes(rows[2], blow_up=5.0)["blew_up"].item()

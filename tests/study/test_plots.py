@@ -98,3 +98,32 @@ def test_per_step_draws_one_median_line_per_group_from_the_per_step_rows():
     assert list(lines[1].get_ydata()) == [1, 3, 5, 7]
     assert ax.get_xlabel() == "step"
     plt.close(fig)
+
+
+def test_legend_below_gathers_each_label_once_under_the_panels():
+    fig, axes = plots.figure(1, 2)
+    for ax in axes:
+        ax.plot([1, 2], [1, 2], label="measured")
+        ax.axhline(1.5, label="reference")
+    axes[1].plot([1, 2], [2, 1], label="_hidden")
+    plots.legend_below(fig, ncol=2)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["measured", "reference"]
+    assert all(ax.get_position().y0 > 0.1 for ax in axes)  # room left for the legend
+    plots.check_legible(fig)
+def test_legend_below_stays_inside_the_figure_under_the_panels():
+    plots.use_style()
+    fig, axes = plots.figure(1, 2, height=3.0)
+    for ax in axes:
+        ax.plot([1, 2], [1, 2], label="a line")
+        ax.plot([1, 2], [2, 1], label="another line")
+        ax.plot([1, 2], [1, 1], label="a third line")
+    plots.legend_below(fig, *axes[0].get_legend_handles_labels())
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legend = fig.legends[0].get_window_extent(renderer).transformed(fig.transFigure.inverted())
+    assert legend.y0 >= -1e-6 and legend.x0 >= 0 and legend.x1 <= 1  # inside the figure
+    for ax in axes:  # the panels and their tick labels sit above it
+        box = ax.get_tightbbox(renderer).transformed(fig.transFigure.inverted())
+        assert box.y0 >= legend.y1 - 1e-3
+    assert fig.get_figwidth() == plots.COLUMN
+    plt.close(fig)

@@ -39,6 +39,8 @@ def test_every_applicable_cell_is_a_valid_configuration():
 
 def test_inapplicable_cells_say_why():
     assert "recurrence" in mx.cell_config("weights_large", "lstm", **TINY)
+    assert "dropout" in mx.cell_config("long_rnn", "dropout", **TINY)
+    assert mx.cell_config("inputs", "dropout", mx.Settings(dropout=0.3), **TINY)["dropout"] == 0.3
     assert "cause" in mx.cell_config("batch_norm", "batch_norm", **TINY)
     assert "Adam" in mx.cell_config("long_rnn", "adam", **TINY)
     assert isinstance(mx.cell_config("lr_large", "init", **TINY), str)
@@ -60,6 +62,10 @@ def test_one_setting_per_remedy_scaled_only_by_the_cells_depth_and_steps():
     assert mx.cell_config("weights_large", "init", steps=5)["init"] == "he"
     assert mx.cell_config("tanh_chaotic", "init", steps=5)["init"] == "xavier"
     assert mx.cell_config("long_rnn", "init", steps=5)["spectral_radius"] == 1.0
+    # the batched engine is asked for only where the caller says so, and only for MLPs
+    assert "engine" not in mx.cause_config("inputs", steps=5)
+    assert mx.cause_config("inputs", steps=5, engine="batched")["engine"] == "batched"
+    assert "engine" not in mx.cause_config("long_rnn", steps=5, engine="batched")
     # a remedy changes only what it names
     base = mx.cause_config("batch_norm", steps=5)
     wd = mx.cell_config("batch_norm", "l2", steps=5)
@@ -102,6 +108,7 @@ def test_outcome_definitions():
     ])
     out = mx.outcome(runs, "training", trivial=1.0).set_index("seed")
     assert out.diverged.tolist() == [False, False, True, False]
+    assert out.blew_up.tolist() == [False, False, True, False]
     assert out.stalled.tolist() == [False, True, False, False]
     assert out.stopped.tolist() == [False, False, False, True]
     assert out.baseline_ratio.tolist() == [0.5, 0.95, math.inf, 0.2]
@@ -111,6 +118,31 @@ def test_outcome_definitions():
     extra = runs.assign(layer=1, test_loss=99.0)
     assert mx.outcome(pd.concat([runs, extra]), "training", 1.0).equals(
         mx.outcome(runs, "training", 1.0))
+
+
+def test_a_finite_loss_that_grew_tenfold_blew_up_and_checkpoints_read_the_run_early():
+    runs = pd.concat([
+        _mlp_run(0, [1.0, 0.5, 0.4, 0.3, 0.2]),          # learned, at every checkpoint
+        _mlp_run(1, [1.0, 0.5, 0.5, 30.0, 50.0]),        # blew up late, without NaN
+        _mlp_run(2, [1.0, 0.5, 0.5, 0.5, math.nan], diverged=4),  # NaN at the last step
+    ])
+    out = mx.outcome(runs, "training", trivial=1.0).set_index("seed")
+    assert out.blew_up.tolist() == [False, True, True]
+    assert out.diverged.tolist() == [False, False, True]
+    assert not out.stalled.any() and math.isinf(out.baseline_ratio[1])
+    assert out.q50.tolist() == [2, 2, 2]
+    assert out.blew_up_q50.tolist() == [False, False, False]  # at step 2 all were fine
+    assert out.baseline_ratio_q50.tolist() == [0.4, 0.5, 0.5]
+    assert out.blew_up_q75.tolist() == [False, True, False]
+    df = out.reset_index().assign(cause="inputs", remedy="none", applicable=True, note="")
+    early = mx.at_budget(df, 0.5, stall_threshold=0.45)
+    assert early.blew_up.tolist() == [False, False, False]
+    assert early.diverged.tolist() == [False, False, False]
+    assert early.stalled.tolist() == [False, True, True]
+    assert mx.at_budget(df, 1) is df
+    row = mx.summarize(df).iloc[0]
+    assert row.blew_up == 2 and row.diverged == 1 and row.learned == 1 and not row.fixed
+    assert mx.outcome_text(row) == "2/3 blew up (1 to NaN/Inf)"
 
 
 def test_outcome_of_a_recurrent_run_averages_the_last_tenth_of_its_fresh_batches():
@@ -147,8 +179,9 @@ def test_run_matrix_has_one_row_per_cause_remedy_and_seed(tiny_matrix):
     assert (na.note != "").all() and na.diverged.isna().all()
     ok = df[df.applicable]
     assert ok.diverged.notna().all() and (ok.trivial_loss > 0).all()
-    assert ((ok.baseline_ratio == np.inf) == ok.diverged.astype(bool)).all()
-    assert not (ok.diverged.astype(bool) & ok.stalled.astype(bool)).any()
+    assert ((ok.baseline_ratio == np.inf) == ok.blew_up.astype(bool)).all()
+    assert (ok.blew_up.astype(bool) >= ok.diverged.astype(bool)).all()
+    assert not (ok.blew_up.astype(bool) & ok.stalled.astype(bool)).any()
 
 
 def test_run_matrix_is_reproducible_and_refuses_unknown_names(tiny_matrix):
@@ -158,13 +191,22 @@ def test_run_matrix_is_reproducible_and_refuses_unknown_names(tiny_matrix):
         mx.run_matrix(1, **TINY, remedies=["magic"])
 
 
+def test_the_batched_engine_gives_the_same_cells_up_to_rounding(tiny_matrix):
+    batched = mx.run_matrix(2, **TINY, **TINY_CELLS, engine="batched")
+    ok = tiny_matrix.applicable
+    for column in ("blew_up", "diverged", "stalled"):
+        assert batched.loc[ok, column].tolist() == tiny_matrix.loc[ok, column].tolist()
+    np.testing.assert_allclose(batched.loc[ok, "baseline_ratio"].astype(float),
+                               tiny_matrix.loc[ok, "baseline_ratio"].astype(float), rtol=1e-4)
+
+
 def test_summarize_counts_over_seeds_and_marks_fixed_cells(tiny_matrix):
     summary = mx.summarize(tiny_matrix)
     assert len(summary) == 15
     cell = summary.set_index(["cause", "remedy"])
     ok = cell[cell.applicable]
     assert ((ok.frac_diverged >= 0) & (ok.frac_diverged <= 1)).all()
-    assert (ok.fixed == ((ok.diverged == 0) & (ok.stalled == 0))).all()
+    assert (ok.fixed == ((ok.blew_up == 0) & (ok.stalled == 0))).all()
     assert (ok.min_ratio <= ok.median_ratio).all() and (ok.median_ratio <= ok.max_ratio).all()
     assert not cell.loc[("inputs", "lstm"), "fixed"]
     fixes = mx.fixes_per_remedy(summary).set_index("remedy")
@@ -176,6 +218,7 @@ def test_summarize_counts_over_seeds_and_marks_fixed_cells(tiny_matrix):
 def test_summarize_takes_the_median_with_diverged_runs_as_infinite():
     df = pd.DataFrame({"cause": "inputs", "remedy": "none", "seed": [0, 1, 2],
                        "applicable": True, "note": "", "diverged": [True, True, False],
+                       "blew_up": [True, True, False],
                        "stalled": [False, False, False], "stopped": False,
                        "baseline_ratio": [np.inf, np.inf, 0.3], "loss_ratio": 1.0,
                        "test_accuracy": np.nan})
@@ -183,6 +226,9 @@ def test_summarize_takes_the_median_with_diverged_runs_as_infinite():
     assert row.median_ratio == np.inf and row.min_ratio == 0.3
     assert row.diverged == 2 and row.frac_diverged == pytest.approx(2 / 3) and not row.fixed
     assert mx.cell_text(row) == "✕\n2/3 ✕"
+    mixed = row.copy()
+    mixed.update({"blew_up": 1, "stalled": 2, "median_ratio": 1.04})
+    assert mx.cell_text(mixed) == "1\n1/3 ✕\n2/3 st"  # one count per line
 
 
 def test_plot_matrix_draws_every_cell(tiny_matrix):
@@ -193,6 +239,10 @@ def test_plot_matrix_draws_every_cell(tiny_matrix):
     image = mx.plot_matrix(ax, summary)
     assert len(ax.patches) == len(summary) + int(summary.fixed.sum())  # + frames of fixed
     assert sum(t.get_text() == "n/a" for t in ax.texts) == 3
+    # remedies down, causes across
+    assert [t.get_text() for t in ax.get_xticklabels()] == [
+        mx.CAUSES[c].label for c in TINY_CELLS["causes"]]
+    assert len(ax.get_yticklabels()) == len(TINY_CELLS["remedies"])
     assert image.norm.vcenter == 0 and image.norm.vmin < 0 < image.norm.vmax
     plt.close(fig)
     fig, ax = plt.subplots()
@@ -211,13 +261,14 @@ def test_describe_lists_what_each_cell_changes():
 
 def test_outcome_text_says_fixed_diverged_or_stalled():
     row = pd.Series({"applicable": True, "seeds": 3, "median_ratio": 0.7234, "fixed": True,
-                     "diverged": 0, "stalled": 0})
+                     "diverged": 0, "blew_up": 0, "stalled": 0})
     assert mx.outcome_text(row) == "fixed (median 0.72)"
     row = row.copy()
-    row.update({"fixed": False, "diverged": 1.0, "stalled": 2.0, "median_ratio": 1.04})
-    assert mx.outcome_text(row) == "1/3 diverged, 2/3 stalled, median 1"
-    row.update({"diverged": 3, "stalled": 0, "median_ratio": np.inf})
-    assert mx.outcome_text(row) == "3/3 diverged"
+    row.update({"fixed": False, "diverged": 0, "blew_up": 1, "stalled": 2.0,
+                "median_ratio": 1.04})
+    assert mx.outcome_text(row) == "1/3 blew up, 2/3 stalled, median 1"
+    row.update({"diverged": 3, "blew_up": 3, "stalled": 0, "median_ratio": np.inf})
+    assert mx.outcome_text(row) == "3/3 blew up (3 to NaN/Inf)"
     assert mx.outcome_text(pd.Series({"applicable": False})) == "not applicable"
 
 

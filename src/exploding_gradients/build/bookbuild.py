@@ -21,6 +21,7 @@ from pathlib import Path
 import nbformat
 import papermill
 
+from ..study.ledger import PAGES_ENV
 from ..study.plots import FIGURES_ENV
 
 HIDDEN = {"parameters", "injected-parameters"}
@@ -36,9 +37,11 @@ def execute(source: Path, target: Path, profile: str = "default",
     # .json: papermill writes it without complaint, and no tool takes it for a page
     fd, tmp = tempfile.mkstemp(dir=partial, prefix=f"{target.stem}-", suffix=".partial.json")
     os.close(fd)
-    # The kernel inherits the environment: figures are also saved beside the pages.
-    previous = os.environ.get(FIGURES_ENV)
+    # The kernel inherits the environment: figures are also saved beside the pages, and
+    # the ledger reads the other pages' numbers there.
+    previous = {k: os.environ.get(k) for k in (FIGURES_ENV, PAGES_ENV)}
     os.environ[FIGURES_ENV] = str(target.parent.resolve() / "figures")  # kernel cwd differs
+    os.environ[PAGES_ENV] = str(target.parent.resolve())
     try:
         papermill.execute_notebook(str(source), tmp, kernel_name="python3",
                                    parameters={"profile": profile, **(parameters or {})},
@@ -52,10 +55,11 @@ def execute(source: Path, target: Path, profile: str = "default",
         os.replace(tmp, target)
     finally:
         Path(tmp).unlink(missing_ok=True)
-        if previous is None:
-            os.environ.pop(FIGURES_ENV)
-        else:
-            os.environ[FIGURES_ENV] = previous
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key)
+            else:
+                os.environ[key] = value
 
 
 def _exit_on(signum: int, frame) -> None:

@@ -10,6 +10,7 @@ tables and figures.
 from __future__ import annotations
 
 import functools
+import math
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -18,7 +19,7 @@ import pandas as pd
 from .. import theory
 from ..activations import ACTIVATIONS
 from ..engine.params import Param
-from ..study import growth, outcomes, plots
+from ..study import growth, outcomes, plots, readable
 from . import Chapter, Params
 from ._shared import BATCH, SEEDS, WIDTH, from_profile
 
@@ -67,6 +68,11 @@ CHAPTER = Chapter(
         Param(
             "train_lr", "float", 0.01, "learning rate (SGD with momentum 0.9)", low=1e-8, high=100.0
         ),
+        from_profile("gelu_widths", "list[int]", "widths of the GELU width sweep", low=2,
+                     high=8192),
+        Param("preserving", "list[str]", ["tanh", "sigmoid", "selu"],
+              "activations initialized to keep the forward signal: LSUV, SELU at its sigma_w of 1",
+              choices=tuple(ACTIVATIONS)),
     ),
     {
         "quick": dict(
@@ -76,6 +82,7 @@ CHAPTER = Chapter(
             saturation_grid=[0.5, 2.0, 8.0],
             train_seeds=1,
             train_steps=20,
+            gelu_widths=[64, 128],
         ),
         "default": dict(
             seeds=5,
@@ -84,6 +91,7 @@ CHAPTER = Chapter(
             saturation_grid=[0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0],
             train_seeds=2,
             train_steps=300,
+            gelu_widths=[256, 1024],
         ),
         "full": dict(
             seeds=20,
@@ -92,9 +100,14 @@ CHAPTER = Chapter(
             saturation_grid=[0.25 * 1.25**i for i in range(18)],
             train_seeds=10,
             train_steps=2000,
+            gelu_widths=[256, 1024, 2048],
         ),
     },
 )
+
+#: How figures name the activations (no underscores, the usual capitals).
+DISPLAY = {"relu": "ReLU", "leaky_relu": "leaky ReLU", "elu": "ELU", "selu": "SELU",
+           "gelu": "GELU"}
 
 #: The saturating activations of the weight-scale sweep.
 SATURATING = ("tanh", "sigmoid")
@@ -107,7 +120,7 @@ def matched_table(matched: pd.DataFrame, P: Params) -> pd.DataFrame:
     chi_1, the measured chi (sigma_w^2 E[phi'^2]) and the saturated fraction."""
     matched = matched.assign(sigma_w=P.sigma_w)
     table = growth.growth_table(
-        matched, "delta_norm", lambda a, s: theory.predicted_growth(a, s, 0.0, P.depth))
+        matched, "delta_norm", lambda a, s: theory.fitted_growth(a, s, 0.0, P.depth))
     stats = matched.groupby("activation", sort=False)[["dphi_sq", "saturated"]].mean()
     table = table.join(stats, on="activation")
     table.insert(2, "chi_1", [theory.chi1(a, P.sigma_w, 0.0) for a in table.activation])
@@ -120,7 +133,17 @@ def matched_table(matched: pd.DataFrame, P: Params) -> pd.DataFrame:
 
 def matched_display(matched: pd.DataFrame, P: Params):
     """The matched-scale table as the page shows it."""
-    return matched_table(matched, P).style.format(precision=3).hide()
+    table = matched_table(matched, P)
+    shown = pd.DataFrame({
+        "activation": table["activation"], "χ₁": table["chi_1"],
+        "measured": [f"{m:.3f} ± {s:.3f}" for m, s in zip(table["measured factor"],
+                                                           table["sd"], strict=True)],
+        "predicted": table["predicted factor"],
+        "error (%)": 100 * table["relative error"],
+        "σ_w² E[φ′²]": table["measured chi (sigma_w^2 E[phi'^2])"],
+        "saturated": table["saturated fraction"]})
+    return readable.table(shown, digits=3, formats={"error (%)": "{:+.1f}",
+                                                    "saturated": "{:.0%}".format})
 
 
 def matched_numbers(matched: pd.DataFrame, P: Params) -> dict:
@@ -144,19 +167,21 @@ def matched_numbers(matched: pd.DataFrame, P: Params) -> dict:
 def fig_matched(matched: pd.DataFrame, P: Params) -> plt.Figure:
     """Gradient norm per layer relative to the last layer, and the saturated fraction per
     layer, for every activation at the shared sigma_w."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    fig, axes = plots.figure(1, 2, height=4.0)
     acts = list(P.activations)
     rel = matched.copy()
     rel["rel"] = growth.relative_to_last(rel, "delta_norm", ["activation"])
-    plots.per_layer(axes[0], rel, "rel", "activation", {a: a for a in acts})
+    plots.per_layer(axes[0], rel, "rel", "activation", {a: DISPLAY.get(a, a) for a in acts})
     axes[0].set_ylabel(r"$\|\delta^l\| \,/\, \|\delta^L\|$")
-    axes[0].legend(ncol=2)
     for i, a in enumerate(acts):
         sub = matched[matched.activation == a].pivot(index="layer", columns="seed",
                                                      values="saturated")
-        plots.band(axes[1], sub.index, sub, i, a)
-    axes[1].set_xlabel("layer (counted from the input)")
+        plots.band(axes[1], sub.index, sub, i, DISPLAY.get(a, a))
+    for ax in axes:
+        ax.set_xlabel("layer $l$")
     axes[1].set_ylabel("fraction of saturated units")
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=4)
     return fig
 
 
@@ -176,38 +201,46 @@ def saturation_summary(sat: pd.DataFrame) -> pd.DataFrame:
         ["saturated", "dphi_sq", "growth"]].agg(["mean", "std"])
 
 
+def _predicted_factor(activation: str, sigma_w: float, P: Params) -> float:
+    """The per-layer factor predicted at this depth, reduced by the measurement's fit."""
+    return theory.fitted_growth(activation, sigma_w, 0.0, P.depth)
+
+
 def fig_saturation(sat: pd.DataFrame, P: Params) -> plt.Figure:
     """Saturated fraction, E[phi'^2] and the per-layer gradient factor against sigma_w,
     for tanh and sigmoid, with the factor's mean-field prediction."""
     summary = saturation_summary(sat)
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
-    fine = np.geomspace(min(P.saturation_grid), max(P.saturation_grid), 50)
+    fig, axes = plots.figure(3, 1, height=8.4, sharex=True)
+    fine = np.geomspace(min(P.saturation_grid), max(P.saturation_grid), 40)
     for i, a in enumerate(SATURATING):
         sub = summary.loc[a]
         s = plots.style(i)
         for ax, col in zip(axes, ["saturated", "dphi_sq", "growth"], strict=True):
             ax.errorbar(sub.index, sub[(col, "mean")], yerr=sub[(col, "std")],
                         color=s["color"], marker=s["marker"], capsize=3, label=a)
-        axes[2].plot(fine, [theory.predicted_growth(a, x, 0.0, P.depth) for x in fine], "--",
-                     color=s["color"])
-    for ax in axes:
-        ax.set_xscale("log")
-        ax.set_xlabel(r"$\sigma_w$")
-    axes[0].set_ylabel("saturated fraction (mean over layers)")
+        axes[2].plot(fine, [_predicted_factor(a, x, P) for x in fine], "--", color=s["color"])
+    axes[0].set_xscale("log")
+    axes[2].set_xlabel(r"$\sigma_w$")
+    axes[2].xaxis.set_major_locator(plt.LogLocator(subs=(1.0, 2.0, 5.0)))
+    axes[2].xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
+    axes[2].xaxis.set_minor_formatter(plt.NullFormatter())
+    axes[0].set_ylabel("saturated fraction")
     axes[1].set_ylabel(r"measured $\mathbb{E}[\phi'(h)^2]$")
     axes[1].set_yscale("log")
     axes[2].set_ylabel("gradient factor per layer")
+    plots.log_axis(axes[2])
     axes[2].axhline(1, color="black", linewidth=0.8)
     axes[0].legend()
     plots.theory_legend(axes[2])
-    fig.tight_layout()
     return fig
 
 
 def saturation_numbers(sat: pd.DataFrame, P: Params) -> dict:
     """The glued numbers of Measurement 2: the largest saturation and the factor there,
-    where the gradient starts to explode (measured and theory), and the rank correlation
-    of saturation with E[phi'^2] for tanh."""
+    where the gradient starts to explode (measured; predicted at this depth, on the same
+    sigma_w grid and interpolated alike; and the fixed-point theory's chi_1 = 1), the
+    rank correlation of saturation with E[phi'^2] for tanh, and the smallest chi_1 of
+    tanh above its boundary."""
     summary = saturation_summary(sat)
     numbers = {}
     for a in SATURATING:
@@ -216,20 +249,110 @@ def saturation_numbers(sat: pd.DataFrame, P: Params) -> dict:
         numbers[f"act_{a}_growth_at_max_sat"] = (
             f"{sub[('growth', 'mean')].iloc[sub[('saturated', 'mean')].argmax()]:.2f}")
         crossing = growth.crossing(sub.index, sub[("growth", "mean")], 1.0)
-        numbers[f"act_{a}_explode_from"] = ("never in this range" if np.isnan(crossing)
-                                            else f"sigma_w ≈ {crossing:.2f}")
+        predicted = growth.crossing(sub.index, [_predicted_factor(a, x, P) for x in sub.index],
+                                    1.0)
+        for key, value in [("explode_from", crossing), ("explode_pred", predicted)]:
+            numbers[f"act_{a}_{key}"] = ("never in this range" if np.isnan(value)
+                                         else f"σ_w ≈ {value:.2f}")
         numbers[f"act_{a}_critical"] = f"{critical_sigma_w(a):.2f}"
     corr = saturation_per_seed(sat).groupby("activation")[["saturated", "dphi_sq"]].corr(
         method="spearman")
-    numbers["act_tanh_corr"] = f"{corr.loc[('tanh', 'saturated'), 'dphi_sq']:.2f}"
+    numbers["act_tanh_corr"] = f"{corr.loc[('tanh', 'saturated'), 'dphi_sq']:.2f}".replace(
+        "-", "−")
+    chis = [theory.chi1("tanh", x, 0.0) for x in np.linspace(1.05, 4.0, 12)]
+    numbers["act_tanh_min_chi_above_one"] = f"{min(chis):.4f}"
     return numbers
 
 
 @functools.cache
 def critical_sigma_w(activation: str) -> float:
     """The sigma_w where chi_1 = 1 with sigma_b = 0 (searched up to 20: the sigmoid's
-    lies above 10; remembered: tanh's takes seconds, at its slowly converging boundary)."""
-    return theory.critical_sigma_w(activation, 0.0, high=20.0)
+    lies above 10; remembered: tanh's takes a second); NaN for an activation whose chi_1
+    jumps across 1 (GELU: its length map is bistable, see
+    :func:`..theory.critical_sigma_w`)."""
+    try:
+        return theory.critical_sigma_w(activation, 0.0, high=20.0)
+    except ValueError:
+        return math.nan
+
+
+# --------------------------------------------------------------------------- GELU
+
+def gelu_table(widths: pd.DataFrame, P: Params) -> pd.DataFrame:
+    """GELU at the shared sigma_w, per width: the measured per-layer factor (mean and sd
+    over seeds) and the mean-field prediction reduced by the same fit."""
+    table = growth.spread(growth.growth_per_layer(widths, "delta_norm", ["width"]),
+                          "growth", ["width"])
+    table["predicted"] = theory.fitted_growth("gelu", P.sigma_w, 0.0, P.depth)
+    return table[["width", "mean", "std", "count", "predicted"]]
+
+
+def gelu_display(widths: pd.DataFrame, P: Params):
+    """The GELU width table as the page shows it."""
+    table = gelu_table(widths, P).rename(columns={
+        "mean": "measured", "std": "sd over seeds", "count": "seeds"})
+    return readable.table(table, digits=3)
+
+
+def gelu_numbers(widths: pd.DataFrame, P: Params) -> dict:
+    """The glued numbers of the GELU width sweep, with the two scales of the argument:
+    the deterministic drift of ln q per layer at q = 2, and the finite-width fluctuation
+    of ln q per layer at the narrowest width, sqrt(5 / N) for a ReLU-like unit."""
+    table = gelu_table(widths, P)
+    narrow, wide = table.iloc[0], table.iloc[-1]
+    drift = math.log(theory.length_map("gelu", P.sigma_w, 0.0, 2.0) / 2.0)
+    noise = math.sqrt(theory.relu_log_length_variance(int(narrow.width)))
+    return {"act_gelu_narrow": int(narrow.width), "act_gelu_wide": int(wide.width),
+            "act_gelu_narrow_factor": f"{narrow['mean']:.3f}",
+            "act_gelu_narrow_sd": f"{narrow['std']:.3f}",
+            "act_gelu_wide_factor": f"{wide['mean']:.3f}",
+            "act_gelu_wide_sd": f"{wide['std']:.3f}",
+            "act_gelu_pred": f"{wide['predicted']:.3f}",
+            "act_gelu_drift": f"{drift:.3f}".replace("-", "−"),
+            "act_gelu_noise": f"{noise:.2f}"}
+
+
+# --------------------------------------------------------------------------- preserving
+
+def preserving_table(kept: pd.DataFrame, P: Params) -> pd.DataFrame:
+    """Per network that keeps its forward signal (LSUV, or SELU at sigma_w = 1): the
+    measured pre-activation variance (mean over layers and seeds), the measured per-layer
+    gradient factor, and the prediction (LSUV: q = 1 at every layer, so the square root
+    of :func:`..theory.lsuv_prediction`'s chi; otherwise the profile through the fit)."""
+    rows = []
+    for (act, scheme), sub in kept.groupby(["activation", "init"], sort=False):
+        g = growth.growth_per_layer(sub, "delta_norm")["growth"]
+        if scheme == "lsuv":
+            sw, chi = theory.lsuv_prediction(act)
+            predicted = math.sqrt(chi)
+        else:
+            sw = float(sub["sigma_w"].iloc[0])
+            predicted = theory.fitted_growth(act, sw, 0.0, P.depth)
+        rows.append({"activation": act, "initialization": scheme, "sigma_w": sw,
+                     "q": sub["preact_var"].mean(), "measured": g.mean(), "sd": g.std(),
+                     "predicted": predicted})
+    return pd.DataFrame(rows)
+
+
+def preserving_display(kept: pd.DataFrame, P: Params):
+    """The signal-preserving table as the page shows it."""
+    table = preserving_table(kept, P)
+    table["initialization"] = table["initialization"].replace({"normal": "N(0, σ_w²/N)"})
+    return readable.table(table.rename(columns={"sigma_w": "σ_w", "q": "measured q",
+                                                "sd": "sd over seeds"}), digits=3)
+
+
+def preserving_numbers(kept: pd.DataFrame, P: Params) -> dict:
+    """The glued numbers of Measurement 3."""
+    numbers = {}
+    for _, row in preserving_table(kept, P).iterrows():
+        key = f"act_keep_{row.activation}"
+        numbers[key] = f"{row.measured:.3f}"
+        numbers[key + "_sd"] = f"{row.sd:.3f}"
+        numbers[key + "_pred"] = f"{row.predicted:.3f}"
+        numbers[key + "_total"] = readable.number(row.measured ** (P.depth - 1), 2)
+    numbers["act_selu_chi1"] = f"{theory.chi1('selu', 1.0, 0.0):.3f}"
+    return numbers
 
 
 def training_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -241,22 +364,27 @@ def training_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def training_display(runs: pd.DataFrame, P: Params):
-    """The training outcome table as the page shows it."""
-    return training_table(runs).style.format(precision=3).hide()
+    """The training outcome table as the page shows it ("diverged" where every run did)."""
+    diverged = lambda v: readable.number(v, 3, missing="diverged")  # noqa: E731
+    return readable.table(training_table(runs).rename(columns={"sigma_w": "σ_w",
+                                                               "chi_1": "χ₁"}),
+                          formats={"final training loss": diverged,
+                                   "final test accuracy": diverged})
 
 
 def training_numbers(runs: pd.DataFrame, P: Params) -> dict:
-    """The glued numbers of Measurement 3: its settings, each activation's final test
-    accuracy at both scales (NaN if not run or every run diverged) and how many of its
-    runs at the shared scale diverged."""
+    """The glued numbers of Measurement 4: its settings, each activation's final test
+    accuracy at both scales ("diverged" if every run diverged, "–" if not run) and how
+    many of its runs at the shared scale diverged."""
     table = training_table(runs)
     numbers = {f"act_{key}": P[key]
                for key in ["train_depth", "train_width", "train_lr", "train_steps"]}
     for a in P.train_activations:
         for scale in SCALES:
             row = table[(table.activation == a) & (table.scale == scale)]
-            accuracy = row["final test accuracy"].iloc[0] if len(row) else float("nan")
-            numbers[f"act_train_{a}_{scale}"] = f"{accuracy:.2f}"
+            numbers[f"act_train_{a}_{scale}"] = (
+                readable.number(row["final test accuracy"].iloc[0], 2, missing="diverged")
+                if len(row) else "–")
         shared = table[(table.activation == a) & (table.scale == "shared")]
         numbers[f"act_train_{a}_div"] = shared["diverged"].iloc[0]
     return numbers

@@ -14,13 +14,17 @@ import pandas as pd
 import torch
 
 from .. import theory
-from ..data import ADDING_BASELINE_MSE
+from ..data import ADDING_BASELINE_MSE, gaussian_inputs
 from ..engine.params import Param
+from ..engine.registry import get
+from ..experiments.feedforward import generator
 from ..init import SCHEMES, effective_sigmas
-from ..models.mlp import NORMALIZATIONS
+from ..models.mlp import NORMALIZATIONS, build_mlp
 from ..models.rnn import CELLS, build_cell
 from ..study import growth, plots
 from ..study.outcomes import med_range, run_outcomes, summarize
+from ..study.readable import number
+from ..study.readable import table as readable_table
 from . import Chapter, Params
 from ._shared import SEEDS, WIDTH, from_profile
 
@@ -172,7 +176,7 @@ CHAPTER = Chapter(
             residual_depths=[5, 10, 20, 30, 50],
             rnn_steps=120,
             rnn_seeds=3,
-            timing_steps=60,
+            timing_steps=40,
             timing_repeat=3,
         ),
         "full": dict(
@@ -213,8 +217,10 @@ def large_sigma(P: Params, activation: str) -> float:
     return {"relu": P.large_sigma_w, "tanh": P.chaotic_sigma_w}[activation]
 
 
-def scheme_label(activation: str, scheme: str, P: Params) -> str:
-    return (f"normal, σ_w = {large_sigma(P, activation):g}" if scheme == "normal"
+def scheme_label(activation: str, scheme: str, P: Params, tex: bool = False) -> str:
+    """A scheme's name in tables, or in figures (``tex``: sigma_w as math)."""
+    sigma = r"$\sigma_w$" if tex else "σ_w"
+    return (f"normal, {sigma} = {large_sigma(P, activation):g}" if scheme == "normal"
             else LABELS[scheme])
 
 
@@ -246,13 +252,35 @@ def outcome_table(per_seed: pd.DataFrame, by: list[str], names: dict | None = No
     summary = summarize(per_seed, by, "final_accuracy")
     table = summary[by].copy()
     table["diverged"] = summary["diverged"].to_numpy()
-    table["initial ‖∇L‖: median [min, max]"] = spread_text(
-        per_seed, by, "first_grad_norm", "{:.3g}").to_numpy()
+    table["initial ‖∇L‖: median [min, max]"] = per_seed.groupby(
+        by, sort=False, dropna=False)["first_grad_norm"].agg(grad_range).to_numpy()
     table["final / initial loss"] = spread_text(per_seed, by, "final_over_first").to_numpy()
     table["final test accuracy"] = spread_text(per_seed, by, "final_accuracy").to_numpy()
     for col, mapping in (names or {}).items():
         table[col] = table[col].map(lambda v, m=mapping: m.get(v, v))
-    return table.style.hide()
+    return readable_table(table)
+
+
+def grad_range(values: pd.Series) -> str:
+    """'median [min, max]' of the finite gradient norms (one value alone), each written
+    by :func:`..study.readable.number` (they span from 1 to 10⁸ here)."""
+    v = values[np.isfinite(values)]
+    if v.empty:
+        return "–"
+    if len(v) == 1:
+        return number(v.iloc[0])
+    return f"{number(v.median())} [{number(v.min())}, {number(v.max())}]"
+
+
+def legend_outside(ax: plt.Axes) -> None:
+    """Move an axis' legend to its right, at the book's smallest legible font size
+    (:func:`..study.plots.loss_panel` draws it inside, at 9 pt)."""
+    legend = ax.get_legend()
+    if legend is None:
+        return
+    handles, texts = legend.legend_handles, [t.get_text() for t in legend.get_texts()]
+    ax.legend(handles, texts, loc="upper left", bbox_to_anchor=(1.0, 1.0),
+              fontsize=plots.MIN_FONT)
 
 
 def cost_text(costs: pd.DataFrame, variant: str, value: str = "ratio",
@@ -282,17 +310,28 @@ def theory_numbers(P: Params) -> dict:
         "arch_chaotic_sw": f"{P.chaotic_sigma_w:g}",
         "arch_relu_chi": f"{relu_chi:.2f}",
         "arch_relu_sqrtchi": f"{relu_chi ** 0.5:.3f}",
-        "arch_relu_total": f"{theory.depth_gain(relu_chi, L):.2g}",
+        "arch_relu_total": number(theory.depth_gain(relu_chi, L), 2),
         "arch_tanh_chi": f"{theory.chi1('tanh', P.chaotic_sigma_w, 0.0):.2f}",
         "arch_tanh_orth_chi": f"{theory.chi1('tanh', orth_sw, 0.0):.2f}",
         "arch_lsuv_tanh_sw": f"{lsuv_sw:.3f}",
         "arch_lsuv_tanh_chi": f"{lsuv_chi:.3f}",
-        "arch_lsuv_tanh_total": f"{theory.depth_gain(lsuv_chi, L):.3g}",
+        "arch_lsuv_tanh_total": number(theory.depth_gain(lsuv_chi, L), 3),
+        "arch_ln_theory": f"{theory.layer_norm_chi('relu') ** 0.5:.3f}",
+        "arch_ln_tanh_chi": f"{theory.layer_norm_chi('tanh'):.3f}",
     }
 
 
 def _inits(activation: str, P: Params) -> list[str]:
     return P.relu_inits if activation == "relu" else P.tanh_inits
+
+
+def predicted_factor(activation: str, sigma_w: float, input_q: float, depth: int) -> float:
+    """The mean-field factor per layer on the gradient norm, reduced like the measurement:
+    the least-squares slope of the predicted ln ||delta^l|| against the layer
+    (:func:`..study.growth.log_slope`, the fit of ``growth_per_layer``), not a uniform
+    mean of ln chi^l, which weights the transient first layers differently."""
+    profile = theory.layer_profile(activation, sigma_w, 0.0, depth, input_q)
+    return float(np.exp(-growth.log_slope(profile.layer, profile.log_delta_sq / 2)))
 
 
 def init_table(at_init: pd.DataFrame, P: Params) -> pd.DataFrame:
@@ -306,8 +345,7 @@ def init_table(at_init: pd.DataFrame, P: Params) -> pd.DataFrame:
         sub = at_init[(at_init["activation"] == act) & (at_init["init"] == scheme)]
         pv = sub.groupby("layer").preact_var.median()
         rows.append({"activation": act, "scheme": scheme_label(act, scheme, P), "σ_w": sw,
-                     "predicted factor per layer": theory.predicted_growth(act, sw, 0.0, L,
-                                                                           q_in),
+                     "predicted factor per layer": predicted_factor(act, sw, q_in, L),
                      "measured (mean)": g.growth.mean(), "sd": g.growth.std(),
                      "pre-activation variance, layer 1": pv.iloc[0],
                      f"… layer {L}": pv.iloc[-1]})
@@ -316,8 +354,9 @@ def init_table(at_init: pd.DataFrame, P: Params) -> pd.DataFrame:
 
 def init_display(at_init: pd.DataFrame, P: Params):
     """:func:`init_table` as the page shows it."""
-    return init_table(at_init, P).style.format(precision=3).format(
-        "{:.3g}", subset=["pre-activation variance, layer 1", f"… layer {P.depth}"]).hide()
+    shown = init_table(at_init, P).drop(columns=["σ_w", "pre-activation variance, layer 1"])
+    return readable_table(shown.rename(columns={
+        f"… layer {P.depth}": f"pre-activation variance, layer {P.depth}"}))
 
 
 def init_numbers(at_init: pd.DataFrame, P: Params) -> dict:
@@ -334,8 +373,8 @@ def init_numbers(at_init: pd.DataFrame, P: Params) -> dict:
     for act in ["relu", "tanh"]:
         for s in _inits(act, P):
             numbers[f"arch_init_{act}_{s}"] = f"{measured(act, s):.3f}"
-            numbers[f"arch_init_{act}_{s}_total"] = f"{measured(act, s) ** (L - 1):.3g}"
-            numbers[f"arch_init_{act}_{s}_qlast"] = f"{measured(act, s, f'… layer {L}'):.3g}"
+            numbers[f"arch_init_{act}_{s}_total"] = number(measured(act, s) ** (L - 1), 3)
+            numbers[f"arch_init_{act}_{s}_qlast"] = number(measured(act, s, f'… layer {L}'), 3)
     return numbers
 
 
@@ -343,24 +382,24 @@ def fig_init(at_init: pd.DataFrame, P: Params) -> plt.Figure:
     """||delta^l|| / ||delta^L|| per layer under each scheme, ReLU and tanh, with the
     mean-field prediction of each."""
     L, N = P.depth, P.width
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True)
+    fig, axes = plots.figure(2, 1, height=7.0)
     for ax, act in zip(axes, ["relu", "tanh"], strict=True):
         sub = at_init[at_init.activation == act].copy()
         sub["rel"] = growth.relative_to_last(sub, "delta_norm", ["init"])
         for s in _inits(act, P):
             values = sub[sub["init"] == s].pivot(index="layer", columns="seed", values="rel")
-            plots.band(ax, values.index, values, STYLE[s], scheme_label(act, s, P))
+            plots.band(ax, values.index, values, STYLE[s], scheme_label(act, s, P, tex=True))
             sw, q_in = scheme_sigma(act, s, P)
             prof = theory.layer_profile(act, sw, 0.0, L, q_in)
             ax.plot(prof.layer, np.exp(prof.log_delta_sq / 2), "--", linewidth=1.2,
                     color=plots.style(STYLE[s])["color"])
         ax.set_yscale("log")
-        ax.set_xlabel("layer (counted from the input)")
+        ax.set_xlabel("layer")
         ax.set_title(f"{act}, {L} layers of width {N}")
+        ax.set_ylabel(r"$\|\delta^l\| \,/\, \|\delta^L\|$")
+        plots.log_axis(ax)
         plots.theory_legend(ax)
-        ax.legend(*ax.get_legend_handles_labels(), fontsize=9,
-                  loc="lower right" if act == "relu" else "upper right")
-    axes[0].set_ylabel(r"$\|\delta^l\| \,/\, \|\delta^L\|$ at initialization")
+        ax.legend(*ax.get_legend_handles_labels(), loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return fig
 
@@ -379,12 +418,14 @@ def init_train_numbers(init_runs: pd.DataFrame, P: Params) -> dict:
 
 def fig_init_train(init_runs: pd.DataFrame, P: Params) -> plt.Figure:
     """Training loss of the ReLU and the tanh network under each trained scheme."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.3))
+    fig, axes = plots.figure(2, 1, height=7.0)
     for ax, act in zip(axes, ["relu", "tanh"], strict=True):
         keys = P.train_relu_inits if act == "relu" else P.train_tanh_inits
         plots.loss_panel(ax, init_runs[init_runs.activation == act], "init", keys,
-                         {k: scheme_label(act, k, P) for k in keys},
+                         {k: scheme_label(act, k, P, tex=True) for k in keys},
                          styles=[STYLE[k] for k in keys], title=f"{act}, {P.depth} layers")
+        legend_outside(ax)
+        plots.log_axis(ax)
     fig.tight_layout()
     return fig
 
@@ -414,7 +455,7 @@ def with_reference(norm_runs: pd.DataFrame, he_runs: pd.DataFrame) -> pd.DataFra
                      ignore_index=True)
 
 
-REFERENCE_LABELS = {**NORM_LABELS, "he reference": "He init, no normalization (reference)"}
+REFERENCE_LABELS = {**NORM_LABELS, "he reference": "He init, no normalization"}
 
 
 def norm_numbers(norm_init: pd.DataFrame, norm_runs: pd.DataFrame, he_runs: pd.DataFrame,
@@ -434,7 +475,7 @@ def norm_numbers(norm_init: pd.DataFrame, norm_runs: pd.DataFrame, he_runs: pd.D
     for n in NORMS:
         numbers[f"arch_norm_{n}_growth"] = f"{norm_growth.loc[n, 'mean']:.3f}"
         numbers[f"arch_norm_{n}_growth_sd"] = f"{norm_growth.loc[n, 'std']:.3f}"
-        numbers[f"arch_norm_{n}_g0"] = f"{g0[n]:.3g}"
+        numbers[f"arch_norm_{n}_g0"] = number(g0[n], 3)
     for n in [*NORMS, "he reference"]:
         key = n.replace(" ", "_")
         numbers[f"arch_norm_{key}_acc"] = f"{acc[n]:.2f}"
@@ -442,7 +483,7 @@ def norm_numbers(norm_init: pd.DataFrame, norm_runs: pd.DataFrame, he_runs: pd.D
     # A gain and a shift per unit; the step of a scale-invariant layer goes as
     # lr / ||w||^2, so He's sigma_w^2 = 2 over the large one.
     numbers["arch_norm_params"] = 2 * N * L
-    numbers["arch_norm_steprat"] = f"{2 / P.large_sigma_w ** 2:.2g}"
+    numbers["arch_norm_steprat"] = number(2 / P.large_sigma_w ** 2, 2)
     return numbers
 
 
@@ -450,15 +491,19 @@ def fig_norm(norm_init: pd.DataFrame, norm_runs: pd.DataFrame, he_runs: pd.DataF
              P: Params) -> plt.Figure:
     """Left: gradient per layer at init with each normalization; right: their training
     loss beside the He-initialized reference."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.3))
+    fig, axes = plots.figure(2, 1, height=7.0)
     sub = norm_init.copy()
     sub["rel"] = growth.relative_to_last(sub, "delta_norm", ["normalization"])
     plots.per_layer(axes[0], sub, "rel", "normalization", NORM_LABELS)
-    axes[0].set_ylabel(r"$\|\delta^l\| \,/\, \|\delta^L\|$ at initialization")
-    axes[0].set_title(f"ReLU, σ_w = {P.large_sigma_w:g}, at initialization")
-    axes[0].legend()
+    axes[0].set_ylabel(r"$\|\delta^l\| \,/\, \|\delta^L\|$")
+    axes[0].set_xlabel("layer")
+    axes[0].set_title(f"ReLU, $\\sigma_w$ = {P.large_sigma_w:g}, at initialization")
+    axes[0].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    plots.log_axis(axes[0])
     plots.loss_panel(axes[1], with_reference(norm_runs, he_runs), "normalization",
                      [*NORMS, "he reference"], REFERENCE_LABELS, title="training")
+    legend_outside(axes[1])
+    plots.log_axis(axes[1])
     fig.tight_layout()
     return fig
 
@@ -477,7 +522,7 @@ def with_input_case(in_runs: pd.DataFrame) -> pd.DataFrame:
 
 def input_labels(P: Params) -> dict:
     return {**{n: f"{NORM_LABELS[n]}, spread {P.input_spread:g}" for n in NORMS},
-            "standardized": "standardized inputs, no normalization"}
+            "standardized": "standardized, no normalization"}
 
 
 def input_numbers(in_runs: pd.DataFrame, P: Params) -> dict:
@@ -490,16 +535,19 @@ def input_numbers(in_runs: pd.DataFrame, P: Params) -> dict:
     for c in [*NORMS, "standardized"]:
         numbers[f"arch_in_{c}_acc"] = f"{acc[c]:.2f}"
         numbers[f"arch_in_{c}_div"] = f"{int(div[c])}/{P.train_seeds}"
-        numbers[f"arch_in_{c}_g0"] = f"{g0[c]:.3g}"
+        numbers[f"arch_in_{c}_g0"] = number(g0[c], 3)
     return numbers
 
 
 def fig_inputs(in_runs: pd.DataFrame, P: Params) -> plt.Figure:
     """Training loss with badly scaled inputs, with and without normalization."""
-    fig, ax = plt.subplots(figsize=(7.5, 4.3))
+    fig, ax = plots.figure(1, 1, height=3.6)
     plots.loss_panel(ax, with_input_case(in_runs), "case", [*NORMS, "standardized"],
                      input_labels(P),
                      title=f"{P.input_depth} layers, plain SGD, learning rate {P.input_lr:g}")
+    legend_outside(ax)
+    plots.log_axis(ax)
+    fig.tight_layout()
     return fig
 
 
@@ -600,17 +648,95 @@ def residual_numbers(res_init: pd.DataFrame, by_depth: pd.DataFrame, P: Params) 
         "arch_res_fwd_low": f"{fs.loc[s_low, 'mean']:.4f}",
         "arch_res_fwd_worst": f"{100 * worst:.1f}",
         "arch_res_dok": d_ok,
-        "arch_res_amp_s1": f"{amp_med[(s1, d_ok)]:.3g}",
-        "arch_res_amp_s1_naive": f"{theory.residual_gain(1.0, d_ok):.3g}",
-        "arch_res_amp_s1_fwd": f"{fwd_amp['s1'][P.residual_depths.index(d_ok)]:.3g}",
-        "arch_res_amp_sqrt_fwd": f"{fwd_amp['sqrt'][-1]:.3g}",
-        "arch_res_amp_sqrt_naive": f"{theory.residual_gain(dmax ** -0.5, dmax):.3g}",
+        "arch_res_amp_s1": number(amp_med[(s1, d_ok)], 3),
+        "arch_res_amp_s1_naive": number(theory.residual_gain(1.0, d_ok), 3),
+        "arch_res_amp_s1_fwd": number(fwd_amp['s1'][P.residual_depths.index(d_ok)], 3),
+        "arch_res_amp_sqrt_fwd": number(fwd_amp['sqrt'][-1], 3),
+        "arch_res_amp_sqrt_naive": number(theory.residual_gain(dmax ** -0.5, dmax), 3),
         "arch_res_dmax": dmax,
-        "arch_res_amp_sqrt": f"{amp_med[(sqrt, dmax)]:.3g}",
-        "arch_res_amp_plain": f"{amp_med[(RESIDUAL_CASES['plain'], dmax)]:.3g}",
-        "arch_res_amp_bn": f"{amp_med[(RESIDUAL_CASES['bn'], dmax)]:.3g}",
+        "arch_res_amp_sqrt": number(amp_med[(sqrt, dmax)], 3),
+        "arch_res_amp_plain": number(amp_med[(RESIDUAL_CASES['plain'], dmax)], 3),
+        "arch_res_amp_bn": number(amp_med[(RESIDUAL_CASES['bn'], dmax)], 3),
         "arch_res_overflow": int((~np.isfinite(amp.amp) | (amp.amp <= 0)).sum()),
     }
+
+
+def euler_identity(depth: int, width: int, scale: float, seeds: int,
+                   batch_size: int | None = None) -> pd.DataFrame:
+    """Euler's identity for homogeneous functions, checked on the residual network of
+    ``signal_propagation`` (same seeds, weights, inputs and targets), sample by sample.
+
+    With blocks x + scale relu(W x) and no biases (He initialization), the map from a
+    block's input x_l to the output y is positively 1-homogeneous, f(a x) = a f(x) for
+    a > 0, so Euler's theorem gives for every sample and every block
+
+        <dL/dx_l, x_l> = <dL/dy, y>,
+
+    and by Cauchy-Schwarz ||dL/dx_l|| >= |<dL/dy, y>| / ||x_l||: where the forward signal
+    is smaller (towards the input) the gradient must be larger.  Computed in float64.
+    Rows per seed and block ``layer`` (1 = the first): ``identity_error``, the largest
+    |<dL/dx_l, x_l> / <dL/dy, y> - 1| over the samples, and ``bound_share``, the median
+    over samples of |<dL/dy, y>| / (||x_l|| ||dL/dx_l||): the fraction of the gradient's
+    norm that the lower bound accounts for.
+    """
+    overrides = dict(depth=depth, width=width, activation="relu", init="he", residual=True,
+                     residual_scale=scale)
+    if batch_size is not None:
+        overrides["batch_size"] = batch_size
+    config = get("signal_propagation").resolve(overrides)
+    rows = []
+    for seed in range(seeds):
+        gen = generator(seed)  # the order of draws of signal_propagation
+        model = build_mlp(config, d_in=width, d_out=config["d_out"], generator=gen).double()
+        x = gaussian_inputs(config["batch_size"], width, gen).double()
+        y = torch.randn(config["batch_size"], config["d_out"], generator=gen).double()
+        h, inputs = x.requires_grad_(True), []
+        for block in model.blocks:
+            h.retain_grad()
+            inputs.append(h)
+            h = block(h)
+        out = model.readout(h)
+        out.retain_grad()
+        (0.5 * torch.nn.functional.mse_loss(out, y)).backward()
+        with torch.no_grad():
+            euler = (out.grad * (out - model.readout.bias)).sum(1)
+            for layer, xl in enumerate(inputs, start=1):
+                inner = (xl.grad * xl).sum(1)
+                share = euler.abs() / (xl.norm(dim=1) * xl.grad.norm(dim=1))
+                rows.append({"seed": seed, "layer": layer,
+                             "identity_error": (inner / euler - 1).abs().max().item(),
+                             "bound_share": share.median().item()})
+    return pd.DataFrame(rows)
+
+
+def euler_table(euler: pd.DataFrame, P: Params) -> pd.DataFrame:
+    """The identity's largest error and the bound's median share over seeds, at four
+    blocks from the input to the output."""
+    blocks = sorted({1, *np.linspace(1, P.depth, 4).round().astype(int).tolist()})
+    g = euler[euler.layer.isin(blocks)].groupby("layer")
+    return pd.DataFrame({"block": blocks,
+                         "largest |⟨∂L/∂x, x⟩ / ⟨∂L/∂y, y⟩ − 1|":
+                             g.identity_error.max().to_numpy(),
+                         "share of ‖∂L/∂x‖ the bound gives": g.bound_share.median().to_numpy()})
+
+
+def euler_display(euler: pd.DataFrame, P: Params):
+    """:func:`euler_table` as the pages show it."""
+    return readable_table(euler_table(euler, P), digits=2,
+                          formats={"share of ‖∂L/∂x‖ the bound gives": "{:.0%}"})
+
+
+def euler_numbers(euler: pd.DataFrame, P: Params) -> dict:
+    """The glued numbers of the identity: its largest error, the range of the bound's
+    share over the blocks, and the table for the residual sub-page (as HTML, whose
+    plain-text form does not change from run to run, unlike a Styler's)."""
+    from IPython.display import HTML
+
+    share = euler.groupby("layer").bound_share.median()
+    return {"arch_euler_err": number(euler.identity_error.max(), 1),
+            "arch_euler_share_lo": f"{share.min():.0%}",
+            "arch_euler_share_hi": f"{share.max():.0%}",
+            "arch_euler_table": HTML(euler_display(euler, P).to_html())}
 
 
 def fig_residual_init(res_init: pd.DataFrame, by_depth: pd.DataFrame, P: Params) -> plt.Figure:
@@ -619,21 +745,21 @@ def fig_residual_init(res_init: pd.DataFrame, by_depth: pd.DataFrame, P: Params)
     L, N = P.depth, P.width
     fwd_s, back_s = residual_growth(res_init)
     fine = np.linspace(0, max(P.residual_scales), 60)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.3))
+    fig, axes = plots.figure(2, 1, height=7.6)
     ax = axes[0]
     ax.errorbar(fwd_s.residual_scale, fwd_s["mean"], yerr=fwd_s["std"], fmt="o", capsize=3,
                 color=plots.style(0)["color"], label="forward: q measured")
     ax.plot(fine, [recursion_factor(s, L) for s in fine], color=plots.style(0)["color"],
             label="forward: recursion with the mean term")
     ax.plot(fine, theory.residual_chi(fine), "--", color="gray",
-            label=r"$1+s^2$: forward with a zero-mean branch; backward, mean field")
+            label=r"$1+s^2$ (zero-mean branch; mean field)")
     ax.errorbar(back_s.residual_scale, back_s["mean"] ** 2,
                 yerr=2 * back_s["mean"] * back_s["std"], fmt="s", capsize=3,
                 color=plots.style(1)["color"], label=r"backward: $\|\delta\|^2$ measured")
     ax.set_xlabel("residual branch scale $s$")
-    ax.set_ylabel("factor per block (on $q$ or on $\\|\\delta\\|^2$)")
+    ax.set_ylabel("factor per block")
     ax.set_title(f"{L} blocks of width {N}")
-    ax.legend(fontsize=9)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
 
     amp = amplification(by_depth, P)
     ax = axes[1]
@@ -658,15 +784,15 @@ def fig_residual_init(res_init: pd.DataFrame, by_depth: pd.DataFrame, P: Params)
     fwd_amp = _forward_amps(P)
     ax.plot(depths, fwd_amp["s1"], ":", color=plots.style(1)["color"], linewidth=1.5)
     ax.plot(depths, fwd_amp["sqrt"], ":", color=plots.style(2)["color"], linewidth=1.5)
-    ax.set_yscale("log")
+    plots.log_axis(ax)
     ax.set_xlabel("depth $L$ (blocks)")
     ax.set_ylabel(r"$\|\delta^1\| / \|\delta^L\|$ at initialization")
     handles, labels_ = ax.get_legend_handles_labels()
     handles.append(plt.Line2D([], [], color="gray", linestyle="--"))
-    labels_.append(r"$(1+s^2)^{(L-1)/2}$ (mean-field Jacobian)")
+    labels_.append(r"$(1+s^2)^{(L-1)/2}$")
     handles.append(plt.Line2D([], [], color="gray", linestyle=":", linewidth=1.5))
-    labels_.append(r"$\sqrt{q_L/q_1}$ (forward recursion)")
-    ax.legend(handles, labels_, fontsize=9)
+    labels_.append(r"$\sqrt{q_L/q_1}$ (recursion)")
+    ax.legend(handles, labels_, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return fig
 
@@ -695,17 +821,20 @@ def residual_train_numbers(res_runs: pd.DataFrame, P: Params) -> dict:
                           strict=True):
         numbers[f"arch_rtrain_{key}_acc"] = f"{acc[label]:.2f}"
         numbers[f"arch_rtrain_{key}_div"] = f"{int(div[label])}/{P.train_seeds}"
-        numbers[f"arch_rtrain_{key}_g0"] = f"{g0[label]:.3g}"
+        numbers[f"arch_rtrain_{key}_g0"] = number(g0[label], 3)
     return numbers
 
 
 def fig_residual_train(res_runs: pd.DataFrame, P: Params) -> plt.Figure:
     """Training loss of the plain and the residual networks."""
     cases = list(training_cases(P).values())
-    fig, ax = plt.subplots(figsize=(7.5, 4.3))
+    fig, ax = plots.figure(1, 1, height=3.6)
     plots.loss_panel(ax, with_residual_case(res_runs, P), "case", cases,
                      {k: k for k in cases},
                      title=f"ReLU, He initialization, {P.depth} blocks")
+    legend_outside(ax)
+    plots.log_axis(ax)
+    fig.tight_layout()
     return fig
 
 
@@ -717,7 +846,7 @@ def residual_outcomes(res_runs: pd.DataFrame, P: Params):
 # --------------------------------------------------------------------------- 4. gated cells
 
 def cell_labels(P: Params) -> dict[str, str]:
-    return {"rnn": "tanh RNN", "rnn+clip": f"tanh RNN, norm clipping at {P.clip_threshold:g}",
+    return {"rnn": "tanh RNN", "rnn+clip": f"RNN, clipped at {P.clip_threshold:g}",
             "lstm": "LSTM", "gru": "GRU"}
 
 
@@ -746,7 +875,7 @@ def rnn_numbers(rnn_runs: pd.DataFrame, P: Params) -> dict:
         key = c.replace("+", "_")
         numbers[f"arch_rnn_{key}_solved"] = f"{int(g.solved.sum())}/{len(g)}"
         numbers[f"arch_rnn_{key}_ratio"] = f"{g.final_over_baseline.median():.3f}"
-        numbers[f"arch_rnn_{key}_maxgrad"] = f"{g.max_grad_norm.median():.3g}"
+        numbers[f"arch_rnn_{key}_maxgrad"] = number(g.max_grad_norm.median(), 3)
     runs = with_cell_case(rnn_runs)
     clipped = runs[(runs.case == "rnn+clip") & np.isfinite(runs.grad_norm)]
     numbers["arch_rnn_clip_frac"] = f"{100 * (clipped.grad_norm > P.clip_threshold).mean():.0f}"
@@ -761,7 +890,7 @@ def fig_rnn(rnn_runs: pd.DataFrame, P: Params) -> plt.Figure:
     trivial answer's."""
     labels = cell_labels(P)
     runs, per_seed = with_cell_case(rnn_runs), rnn_outcomes(rnn_runs)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.3), gridspec_kw={"width_ratios": [3, 2]})
+    fig, axes = plots.figure(2, 1, height=6.4, gridspec_kw={"height_ratios": [3, 2]})
     for i, c in enumerate(labels):
         sub = runs[runs.case == c]
         loss = sub.pivot(index="step", columns="seed", values="loss").rolling(10, 1).mean()
@@ -776,15 +905,15 @@ def fig_rnn(rnn_runs: pd.DataFrame, P: Params) -> plt.Figure:
                     label="always predict 1")
     axes[0].axhline(SOLVED * ADDING_BASELINE_MSE, color="gray", linestyle=":", linewidth=1,
                     label="solved below")
-    axes[0].set_yscale("log")
+    plots.log_axis(axes[0])
     axes[0].set_xlabel("optimizer step")
-    axes[0].set_ylabel("training MSE (moving average of 10 steps)")
-    axes[0].set_title(f"adding problem, T = {P.rnn_seq_len}")
-    axes[0].legend(fontsize=8.5, loc="upper right", ncol=2)
+    axes[0].set_ylabel("training MSE")
+    axes[0].set_title(f"adding problem, T = {P.rnn_seq_len} (10-step average)")
+    axes[0].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     axes[1].axvline(1.0, color="gray", linestyle="--", linewidth=1)
     axes[1].axvline(SOLVED, color="gray", linestyle=":", linewidth=1)
     axes[1].set_xscale("log")
-    axes[1].set_yticks(range(len(labels)), [labels[c] for c in list(labels)[::-1]], fontsize=9)
+    axes[1].set_yticks(range(len(labels)), [labels[c] for c in list(labels)[::-1]])
     axes[1].set_xlabel("final MSE / MSE of predicting 1 (× = diverged)")
     axes[1].set_title("each seed")
     fig.tight_layout()
@@ -802,7 +931,7 @@ def rnn_table(rnn_runs: pd.DataFrame, P: Params):
                      "final MSE / baseline: median [min, max]":
                          med_range(g.final_over_baseline, "{:.3f}"),
                      "largest gradient norm (median)": g.max_grad_norm.median()})
-    return pd.DataFrame(rows).style.format(precision=3).hide()
+    return readable_table(pd.DataFrame(rows))
 
 
 def rnn_parameters(P: Params) -> dict[str, int]:

@@ -14,7 +14,9 @@ import pandas as pd
 
 from ..engine.params import Param
 from ..study import plots
+from ..study.growth import power_law_fit
 from ..study.outcomes import med_range, run_outcomes
+from ..study.readable import median_range, number, table
 from . import Chapter, Params
 from ._shared import BATCH, SEEDS, WIDTH, from_profile
 
@@ -87,6 +89,11 @@ CHAPTER = Chapter(
 def label(depth: int, sigma_w: float) -> str:
     """How the page names one of the compared networks."""
     return f"depth {depth}, σ_w = {sigma_w:g}"
+
+
+def fig_label(depth: int, sigma_w: float) -> str:
+    """How a figure names one of the compared networks (sigma_w in math text)."""
+    return f"depth {depth}, $\\sigma_w$ = {sigma_w:g}"
 
 
 def networks(P: Params) -> list[tuple[int, float]]:
@@ -171,7 +178,8 @@ def boundary_numbers(runs: pd.DataFrame, P: Params) -> dict:
             f"{key}_lam_med": f"{sub['lambda_max'].median():.3g}",
             f"{key}_stab": f"{(2 / sub['lambda_max']).median():.3g}",
             f"{key}_rdiv": ratio_text(sub["r_div"], P), f"{key}_rok": ratio_text(sub["r_ok"], P),
-            f"{key}_lrdiv": med_range(sub["lr_div"])})
+            f"{key}_lrdiv": med_range(sub["lr_div"]),
+            f"{key}_readout": share_text(sub["readout_share"])})
     below = out[(out.lr_ratio < 1) & out.diverged]
     numbers["lr_n_below"] = f"{len(below)} of {int((out.lr_ratio < 1).sum())}"
     numbers["lr_below_where"] = "; ".join(
@@ -183,16 +191,34 @@ def boundary_numbers(runs: pd.DataFrame, P: Params) -> dict:
     return numbers
 
 
-def summary_table(runs: pd.DataFrame, P: Params):
-    """Per network: lambda_max at init, 2/lambda_max and the measured boundaries."""
+def share_text(shares) -> str:
+    """Readout shares (fractions) as percentages: '66%' or '64–69%' over seeds."""
+    shares = 100 * pd.Series(shares, dtype=float).dropna()
+    if shares.empty:
+        return "–"
+    low, high = f"{shares.min():.0f}", f"{shares.max():.0f}"
+    return f"{low}%" if low == high else f"{low}–{high}%"
+
+
+def sharpness_table(runs: pd.DataFrame, P: Params):
+    """Per network: lambda_max at init, 2/lambda_max and the top eigenvector's share in
+    the readout."""
     rows = [{"network": name,
-             "λ_max at init, median [min, max]": med_range(sub["lambda_max"]),
-             "2/λ_max (median)": f"{(2 / sub['lambda_max']).median():.3g}",
-             "smallest diverging r": ratio_text(sub["r_div"], P),
-             "largest r lowering the loss": ratio_text(sub["r_ok"], P),
-             "smallest diverging lr": med_range(sub["lr_div"])}
+             "λmax at init, median [min, max]": median_range(sub["lambda_max"]),
+             "2/λmax (median)": number((2 / sub["lambda_max"]).median()),
+             "top eigenvector in the readout": share_text(sub["readout_share"])}
             for _, name, sub in _network_rows(per_seed(outcomes(runs)), P)]
-    return pd.DataFrame(rows).style.hide()
+    return table(pd.DataFrame(rows))
+
+
+def summary_table(runs: pd.DataFrame, P: Params):
+    """Per network: the measured boundaries, in units of 2/lambda_max and absolute."""
+    rows = [{"network": name,
+             "first diverging r": ratio_text(sub["r_div"], P),
+             "largest r lowering the loss": ratio_text(sub["r_ok"], P),
+             "first diverging lr": median_range(sub["lr_div"])}
+            for _, name, sub in _network_rows(per_seed(outcomes(runs)), P)]
+    return table(pd.DataFrame(rows))
 
 
 def fig_spikes(runs: pd.DataFrame, P: Params) -> plt.Figure:
@@ -200,7 +226,7 @@ def fig_spikes(runs: pd.DataFrame, P: Params) -> plt.Figure:
     last compared network."""
     shown = P.lr_ratios[:: max(1, len(P.lr_ratios) // 4)][:4]
     panels = [(P.depths[0], P.sigma_ws[0]), (P.depths[-1], P.sigma_ws[-1])]
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
+    fig, axes = plots.figure(2, 2, height=6.4, sharex=True)
     for row, (d, sw) in enumerate(panels):
         sub = runs[(runs.depth == d) & (runs.sigma_w == sw)]
         for i, r in enumerate(shown):
@@ -209,41 +235,40 @@ def fig_spikes(runs: pd.DataFrame, P: Params) -> plt.Figure:
             norm = one.pivot(index="step", columns="seed", values="grad_norm")
             plots.band(axes[row, 0], loss.index, loss, i, f"r = {r:g}")
             plots.band(axes[row, 1], norm.index, norm, i, f"r = {r:g}")
-        axes[row, 0].set_ylabel(f"{label(d, sw)}\nminibatch loss (½ MSE)")
-        axes[row, 1].set_ylabel("total gradient norm")
+        axes[row, 0].set_ylabel("minibatch loss")
+        axes[row, 1].set_ylabel("gradient norm")
         for ax in axes[row]:
             ax.set_yscale("log")
-    axes[0, 0].legend(title="lr = r · 2/λ_max(init)")
+            ax.set_title(fig_label(d, sw))
     for ax in axes[1]:
         ax.set_xlabel("SGD step")
-    fig.tight_layout()
+    plots.legend_below(fig, ncol=len(shown))
     return fig
 
 
 def fig_sweep(runs: pd.DataFrame, P: Params) -> plt.Figure:
     """Fraction of seeds diverged and final/initial test loss against the ratio."""
     out = outcomes(runs)
-    fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.2))
+    fig, axes = plots.figure(1, 2, height=4.6)
     for i, (d, sw) in enumerate(networks(P)):
         sub = out[(out.depth == d) & (out.sigma_w == sw)]
         frac = sub.groupby("lr_ratio")["diverged"].mean()
         s = plots.style(i)
         axes[0].plot(frac.index, frac.to_numpy(), color=s["color"], marker=s["marker"],
-                     label=label(d, sw))
+                     label=fig_label(d, sw))
         finite = sub[~sub.diverged].pivot(index="lr_ratio", columns="seed",
                                           values="loss_ratio")
         if len(finite):
-            plots.band(axes[1], finite.index, finite, i, label(d, sw), markevery=1)
+            plots.band(axes[1], finite.index, finite, i, fig_label(d, sw), markevery=1)
     for ax in axes:
         ax.set_xscale("log")
         ax.axvline(1.0, color="black", linestyle="--", linewidth=1)
-        ax.set_xlabel(r"learning rate / ($2/\lambda_{\max}$ at init)")
-    axes[0].set_ylabel("fraction of seeds diverged (NaN/Inf)")
-    axes[1].set_ylabel("final / initial test loss (runs that did not diverge)")
-    axes[1].set_yscale("log")
+        ax.set_xlabel(r"$r$ = lr / ($2/\lambda_{\max}$)")
+    axes[0].set_ylabel("fraction diverged")
+    axes[1].set_ylabel("final / initial test loss")
     axes[1].axhline(1.0, color="gray", linewidth=0.8)
-    axes[0].legend(loc="upper left")
-    fig.tight_layout()
+    plots.log_axis(axes[1])
+    plots.legend_below(fig, ncol=2)
     return fig
 
 
@@ -251,34 +276,81 @@ def fig_boundary(runs: pd.DataFrame, P: Params) -> plt.Figure:
     """Measured learning rates (first divergence, largest loss-lowering) against each
     seed's 2 / lambda_max, with the theory's identity line."""
     seedwise = per_seed(outcomes(runs))
-    fig, ax = plt.subplots(figsize=(6.5, 4.6))
+    fig, ax = plots.figure(1, 1, height=5.6)
     for i, (d, sw) in enumerate(networks(P)):
         sub = seedwise[(seedwise.depth == d) & (seedwise.sigma_w == sw)]
         s = plots.style(i)
         ax.scatter(sub["stability_lr"], sub["lr_div"], color=s["color"], marker=s["marker"],
-                   label=f"{label(d, sw)}: first divergence")
+                   label=fig_label(d, sw))
         ax.scatter(sub["stability_lr"], sub["lr_ok"], facecolors="none", edgecolors=s["color"],
-                   marker=s["marker"], label="   largest lr lowering the loss")
+                   marker=s["marker"])
     xs = np.array([seedwise["stability_lr"].min() / 1.5, seedwise["stability_lr"].max() * 1.5])
-    ax.plot(xs, xs, color="black", linestyle="--", linewidth=1, label="theory: lr = 2/λ_max")
+    ax.plot(xs, xs, color="black", linestyle="--", linewidth=1,
+            label=r"theory: lr = $2/\lambda_{\max}$")
+    both = seedwise.dropna(subset=["lr_div"])
+    nets = both.groupby(["depth", "sigma_w"])[["stability_lr", "lr_div"]].median()
+    try:
+        f = power_law_fit(nets["stability_lr"], nets["lr_div"])
+        ax.plot(xs, f["prefactor"] * xs ** f["exponent"], color="0.45", linestyle=":",
+                label=f"fit over the networks: slope {f['exponent']:.2f}")
+    except ValueError:
+        pass  # fewer than two networks diverged: no slope to draw
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel(r"$2/\lambda_{\max}$ at initialization (one point per seed)")
-    ax.set_ylabel("measured learning rate")
-    ax.legend(fontsize=7.5, loc="upper left")
+    ax.set_xlabel(r"$2/\lambda_{\max}$ at initialization")
+    ax.set_ylabel("learning rate")
+    handles, labels = ax.get_legend_handles_labels()
+    handles += [plt.Line2D([], [], marker="o", color="gray", linestyle=""),
+                plt.Line2D([], [], marker="o", markerfacecolor="none", color="gray",
+                           linestyle="")]
+    labels += ["filled: first diverging lr", "open: largest lr lowering the loss"]
+    plots.legend_below(fig, ncol=2, handles=handles, labels=labels)
     return fig
 
 
+def _two(value: float) -> str:
+    """A correlation or slope with two decimals, '–' when there is none."""
+    return f"{value:.2f}" if np.isfinite(value) else "–"
+
+
+def _slope(points: pd.DataFrame) -> float:
+    """Log-log slope of the first diverging lr against 2/lambda_max (1: proportional), or
+    NaN when the points allow no fit."""
+    try:
+        return power_law_fit(points["stability_lr"], points["lr_div"])["exponent"]
+    except ValueError:
+        return np.nan
+
+
 def correlation_numbers(runs: pd.DataFrame, P: Params) -> dict:
-    """The glued numbers of Measurement 4: over the runs that diverged somewhere on the
-    grid, the spans of 2/lambda_max and of the first diverging lr, and the correlation
-    of their logarithms."""
+    """The glued numbers of Measurement 4, over the runs that diverged somewhere on the
+    grid: the spans of 2/lambda_max and of the first diverging lr; the correlation of
+    their logarithms and the log-log slope (:func:`..study.growth.power_law_fit`) over the
+    seeds and over the networks' medians (the seeds of one network are not independent
+    samples of the relation: the networks are); the slope's range when each network in
+    turn is left out; and the range of the networks' median first diverging ratio."""
     both = per_seed(outcomes(runs)).dropna(subset=["lr_div"])
-    corr = np.corrcoef(np.log(both["stability_lr"]), np.log(both["lr_div"]))[0, 1]
+    logs = np.log(both[["stability_lr", "lr_div"]])
+    corr = np.corrcoef(logs["stability_lr"], logs["lr_div"])[0, 1] if len(both) > 1 \
+        else np.nan
+    nets = both.groupby(["depth", "sigma_w"])[["stability_lr", "lr_div", "r_div"]].median()
+    net_logs = np.log(nets[["stability_lr", "lr_div"]])
+    corr_net = np.corrcoef(net_logs["stability_lr"], net_logs["lr_div"])[0, 1] \
+        if len(nets) > 2 else np.nan
+    keys = list(nets.index)
+    left_out = [_slope(nets.drop(index=[k])) for k in keys] if len(keys) > 2 else []
+    left_out = [v for v in left_out if np.isfinite(v)]
     lrdiv, stab = both["lr_div"], both["stability_lr"]
-    return {"lr_corr": f"{corr:.2f}", "lr_corr_n": len(both),
+    return {"lr_corr": _two(corr), "lr_corr_n": len(both),
             "lr_lrdiv_span": f"{lrdiv.max() / lrdiv.min():.0f}",
-            "lr_stab_span": f"{stab.max() / stab.min():.0f}"}
+            "lr_stab_span": f"{stab.max() / stab.min():.0f}",
+            "lr_n_networks": len(nets),
+            "lr_corr_net": _two(corr_net), "lr_slope": _two(_slope(both)),
+            "lr_slope_net": _two(_slope(nets)),
+            "lr_slope_loo": (f"{min(left_out):.2f} to {max(left_out):.2f}" if left_out
+                             else "–"),
+            "lr_rdiv_net_min": f"{nets['r_div'].min():.3g}",
+            "lr_rdiv_net_max": f"{nets['r_div'].max():.3g}"}
 
 
 # --------------------------------------------------------------------------- sharpness
@@ -308,14 +380,14 @@ def trajectory_numbers(traj: pd.DataFrame, P: Params) -> dict:
 def fig_sharpness(traj: pd.DataFrame, P: Params) -> plt.Figure:
     """eta * lambda_max(t) / 2 over training for each starting ratio."""
     fit = traj.assign(fit=step_fit(traj))
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = plots.figure(1, 1, height=4.4)
     for i, r in enumerate(P.traj_ratios):
         sub = fit[fit.lr_ratio == r].pivot(index="step", columns="seed", values="fit")
-        plots.band(ax, sub.index, sub, i, f"lr = {r:g} · 2/λ_max(init)", markevery=1)
+        plots.band(ax, sub.index, sub, i, f"started at $r$ = {r:g}", markevery=1)
     ax.axhline(1.0, color="black", linestyle="--", linewidth=1)
-    ax.set_yscale("log")
+    plots.log_axis(ax)
     ax.set_xlabel("SGD step")
-    ax.set_ylabel(r"$\eta\,\lambda_{\max}(t)/2$  (> 1: step too large for the quadratic model)")
-    ax.set_title(label(P.depths[0], P.sigma_ws[0]))
-    ax.legend()
+    ax.set_ylabel(r"$\eta\,\lambda_{\max}(t)/2$")
+    ax.set_title(fig_label(P.depths[0], P.sigma_ws[0]))
+    plots.legend_below(fig, ncol=2)
     return fig

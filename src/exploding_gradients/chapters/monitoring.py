@@ -1,5 +1,6 @@
-"""Monitoring: how early a spike detector warns of divergence, where the NaN starts, the
-update-to-weight ratio, and what watching costs.
+"""Monitoring: how early a spike detector warns of divergence and how often it flags a
+spike that passes, where the NaN starts, the update-to-weight ratio, the per-layer
+distributions over training, half-precision runs, and what watching costs.
 
 The page shows its example loop (``train_and_watch``) and every measurement's call; this
 module turns their results into the page's numbers, tables and figures.
@@ -17,8 +18,8 @@ from torch import nn
 from .. import theory
 from ..engine.params import Param
 from ..monitor import detect_spikes
-from ..study import plots
-from ..study.outcomes import spike_warnings, steps_only
+from ..study import plots, readable
+from ..study.outcomes import k_of_n, spike_warnings, steps_only
 from . import Chapter, Params
 from ._shared import SEEDS, from_profile
 
@@ -51,6 +52,31 @@ CHAPTER = Chapter(
             high=100.0,
         ),
         Param(
+            "spiking_lrs",
+            "list[float]",
+            [0.15, 0.2, 0.25, 0.3],
+            "peak learning rates in between, where runs spike and some recover (the "
+            "detector's false alarms are counted on those)",
+            low=1e-8,
+            high=100.0,
+        ),
+        Param(
+            "detail_every",
+            "int",
+            2,
+            "steps between per-layer samples of the whole-distribution run",
+            low=1,
+            high=10**6,
+        ),
+        Param(
+            "scale_growth",
+            "int",
+            20,
+            "good steps after which the fp16 runs' loss scaler doubles its scale",
+            low=1,
+            high=10**6,
+        ),
+        Param(
             "log_every",
             "int",
             10,
@@ -79,6 +105,9 @@ CHAPTER = Chapter(
         ),
         from_profile(
             "demo_seeds", "int", "seeds of the plain-PyTorch example loop", low=1, high=1000
+        ),
+        from_profile(
+            "fp16_seeds", "int", "seeds of the float16 runs with loss scaling", low=1, high=1000
         ),
         from_profile(
             "demo_steps", "int", "largest number of steps of the example loop", low=1, high=10**6
@@ -123,6 +152,7 @@ CHAPTER = Chapter(
         "quick": dict(
             seeds=2,
             steps=50,
+            fp16_seeds=1,
             demo_seeds=2,
             demo_steps=30,
             timing_steps=5,
@@ -132,6 +162,7 @@ CHAPTER = Chapter(
         "default": dict(
             seeds=5,
             steps=120,
+            fp16_seeds=3,
             demo_seeds=5,
             demo_steps=60,
             timing_steps=40,
@@ -141,6 +172,7 @@ CHAPTER = Chapter(
         "full": dict(
             seeds=20,
             steps=300,
+            fp16_seeds=10,
             demo_seeds=20,
             demo_steps=100,
             timing_steps=100,
@@ -222,8 +254,11 @@ def demo_numbers(demo: pd.DataFrame, P: Params) -> dict:
 
 
 def demo_display(demo: pd.DataFrame):
-    """The example's table as the page shows it."""
-    return demo.style.hide().format(precision=0, na_rep="-")
+    """The example's table as the page shows it (whole steps; "–" where nothing
+    happened)."""
+    whole = {c: (lambda v: readable.number(v, 3) if v == v and v is not None else "–")
+             for c in ("NaN/Inf at step", "first flag", "warning (steps)")}
+    return readable.table(demo, formats=whole)
 
 
 def theory_numbers() -> dict:
@@ -236,8 +271,11 @@ def theory_numbers() -> dict:
 # column is the swept peak rate, ``step_lr`` the warmed-up rate each step used.
 
 def labelled(runs: pd.DataFrame, P: Params) -> pd.DataFrame:
-    """``runs`` with a ``run`` column: ``exploding`` (peak rate explode_lr) or ``healthy``."""
-    return runs.assign(run=np.where(runs["lr"] == P.explode_lr, "exploding", "healthy"))
+    """``runs`` with a ``run`` column: ``exploding`` (peak rate explode_lr), ``healthy``
+    (healthy_lr) or ``spiking`` (the rates in between, ``spiking_lrs``)."""
+    run = np.where(runs["lr"] == P.explode_lr, "exploding",
+                   np.where(runs["lr"] == P.healthy_lr, "healthy", "spiking"))
+    return runs.assign(run=run)
 
 
 def factors(P: Params) -> list[float]:
@@ -248,33 +286,33 @@ def factors(P: Params) -> list[float]:
 def warnings_by_factor(runs: pd.DataFrame, P: Params) -> pd.DataFrame:
     """:func:`..study.outcomes.spike_warnings` per run and seed, for every factor."""
     runs = labelled(runs, P)
-    return pd.concat([spike_warnings(runs, ["run"], factor=k, window=P.spike_window)
+    return pd.concat([spike_warnings(runs, ["run", "lr"], factor=k, window=P.spike_window)
                       .assign(factor=k) for k in factors(P)], ignore_index=True)
 
 
 def _span(s: pd.Series) -> str:
-    """'median [min, max]' in whole steps, or '-'."""
+    """'median [min, max]' in whole steps, or '–'."""
     s = s.dropna()
-    return f"{s.median():.0f} [{s.min():.0f}, {s.max():.0f}]" if len(s) else "-"
+    return f"{s.median():.0f} [{s.min():.0f}, {s.max():.0f}]" if len(s) else "–"
 
 
-def lead_table(runs: pd.DataFrame, P: Params) -> pd.DataFrame:
-    """Per detector factor: divergence, warnings and false alarms."""
+def lead_table(runs: pd.DataFrame, P: Params):
+    """Per detector factor: warnings before divergence and flags on runs that did not
+    diverge, as the page shows it."""
     warned = warnings_by_factor(runs, P)
     rows = []
     for k in factors(P):
-        bad = warned[(warned.factor == k) & (warned.run == "exploding")]
-        good = warned[(warned.factor == k) & (warned.run == "healthy")]
-        div = bad[bad.diverged_step >= 0]
+        at = warned[warned.factor == k]
+        bad = at[(at.run == "exploding") & (at.diverged_step >= 0)]
+        calm = at[(at.run == "spiking") & (at.diverged_step < 0)]
+        good = at[at.run == "healthy"]
         rows.append({"factor k": f"{k:g}",
-                     "diverged": f"{len(div)}/{len(bad)}",
-                     "flagged before divergence": f"{div.lead_first.notna().sum()}/{len(div)}",
-                     "lead of first flag, steps (median [min, max])": _span(div.lead_first),
-                     "lead of final episode, steps": _span(div.lead_episode),
-                     "final uninterrupted climb, steps": _span(div.final_streak),
-                     "healthy runs flagged": f"{(good.n_flags > 0).sum()}/{len(good)}",
-                     "flags per healthy run": f"{good.n_flags.mean():.1f}"})
-    return pd.DataFrame(rows)
+                     "diverging runs flagged in time": k_of_n(bad.lead_first.notna()),
+                     "warning, steps (first flag)": _span(bad.lead_first),
+                     "warning, steps (final episode)": _span(bad.lead_episode),
+                     "recovering runs flagged": k_of_n(calm.n_flags > 0),
+                     "healthy runs flagged": k_of_n(good.n_flags > 0)})
+    return readable.table(pd.DataFrame(rows))
 
 
 def lead_numbers(runs: pd.DataFrame, P: Params) -> dict:
@@ -319,50 +357,77 @@ def lead_numbers(runs: pd.DataFrame, P: Params) -> dict:
     return numbers
 
 
+def false_alarm_numbers(runs: pd.DataFrame, P: Params) -> dict:
+    """The detector (the page's factor) on the runs at the rates in between: how many
+    diverged, and how many of those that did not were flagged anyway, with the size of
+    their largest spike (largest over median gradient norm)."""
+    from ..study.outcomes import run_outcomes
+
+    warned = warnings_by_factor(runs, P)
+    main = warned[(warned.factor == P.spike_factor) & (warned.run == "spiking")]
+    calm = main[main.diverged_step < 0]
+    spikes = run_outcomes(labelled(runs, P), ["run", "lr"])
+    spikes = spikes[(spikes.run == "spiking") & ~spikes.diverged]
+    flagged = calm.n_flags > 0
+    return {"mon_spiking_lrs": ", ".join(f"{x:g}" for x in P.spiking_lrs),
+            "mon_spiking_n": len(main),
+            "mon_spiking_diverged": k_of_n(main.diverged_step >= 0),
+            "mon_spiking_flagged": k_of_n(flagged),
+            "mon_spiking_spike": readable.number(spikes.spike.median(), 2)
+            if len(spikes) else "–",
+            "mon_spiking_verdict": "flagged every one of them" if len(calm) and flagged.all()
+            else "flagged none of them" if not flagged.any()
+            else "flagged some of them"}
+
+
 def fig_lead(runs: pd.DataFrame, P: Params) -> plt.Figure:
-    """Left: every seed's gradient norm with the flagged steps and divergence; right: the
-    warning before divergence per exploding seed, for each factor."""
+    """Top: every seed's gradient norm (exploding, recovering and healthy runs) with the
+    flagged steps and divergence; bottom: the warning before divergence per exploding
+    seed, for each factor."""
     steps = steps_only(labelled(runs, P))
     warned = warnings_by_factor(runs, P)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.3), gridspec_kw={"width_ratios": [1.5, 1]})
-    ax = axes[0]
-    for run in ["healthy", "exploding"]:
-        color = plots.style(0 if run == "healthy" else 3)["color"]
-        for j, (_, g) in enumerate(steps[steps.run == run].groupby("seed")):
+    fig, (ax, low) = plots.figure(2, 1, height=7.0, gridspec_kw={"height_ratios": [1.6, 1]})
+    colors = {"healthy": 0, "spiking": 2, "exploding": 3}
+    names = {"healthy": f"healthy (lr {P.healthy_lr:g})",
+             "spiking": f"in between (lr {P.spiking_lrs[0]:g} to {P.spiking_lrs[-1]:g})",
+             "exploding": f"exploding (lr {P.explode_lr:g})"}
+    for run in ["healthy", "spiking", "exploding"]:
+        color = plots.style(colors[run])["color"]
+        for j, (_, g) in enumerate(steps[steps.run == run].groupby(["lr", "seed"])):
             g = g.sort_values("step")
             finite = g[np.isfinite(g.grad_norm)]
-            ax.plot(finite.step, finite.grad_norm, color=color, linewidth=1, alpha=0.8,
-                    label=f"{run} (lr {g['lr'].iloc[0]:g})" if j == 0 else None)  # peak rate
+            ax.plot(finite.step, finite.grad_norm, color=color, linewidth=0.9, alpha=0.7,
+                    label=names[run] if j == 0 else None)
             d = int(g.diverged_step.iloc[0])
-            if d >= 0:
-                ax.plot([d], [finite.grad_norm.max()], marker="X", markersize=10, color=color,
-                        linestyle="none", label="diverged (NaN/Inf)" if j == 0 else None)
-    for j, (_, g) in enumerate(steps[steps.run == "exploding"].groupby("seed")):
+            if d >= 0 and len(finite):
+                ax.plot([d], [finite.grad_norm.max()], marker="X", markersize=8, color=color,
+                        linestyle="none")
+    for j, (_, g) in enumerate(steps[steps.run != "healthy"].groupby(["lr", "seed"])):
         g = g.sort_values("step")
         d = int(g.diverged_step.iloc[0])
         before = g[g.step < d] if d >= 0 else g
         idx = detect_spikes(before.grad_norm.to_numpy(), P.spike_factor, P.spike_window)
-        ax.plot(before.step.iloc[idx], before.grad_norm.iloc[idx], "o", markersize=5,
+        ax.plot(before.step.iloc[idx], before.grad_norm.iloc[idx], "o", markersize=4,
                 markerfacecolor="none", color="black",
                 label=f"flagged (k = {P.spike_factor:g})" if j == 0 else None)
     ax.set_yscale("log")
-    ax.set_xlabel("step")
+    ax.set_xlabel("step (X: diverged)")
     ax.set_ylabel("total gradient norm")
-    ax.legend(loc="upper left")
-    ax = axes[1]
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     ks = factors(P)
     for i, k in enumerate(ks):
         sub = warned[(warned.factor == k) & (warned.run == "exploding")]
         jitter = np.linspace(-0.12, 0.12, len(sub)) if len(sub) > 1 else np.zeros(len(sub))
-        ax.plot(i + jitter, sub.lead_episode, "o", color=plots.style(3)["color"],
-                label="final episode" if i == 0 else None)
-        ax.plot(i + jitter, sub.lead_first, "s", markerfacecolor="none",
-                color=plots.style(0)["color"], label="first flag" if i == 0 else None)
-    ax.set_xticks(range(len(ks)), [f"{k:g}" for k in ks])
-    ax.set_xlabel("detector factor k")
-    ax.set_ylabel("warning before divergence (steps)")
-    ax.set_ylim(bottom=0)
-    ax.legend()
+        low.plot(i + jitter, sub.lead_episode, "o", color=plots.style(3)["color"],
+                 label="from the final episode" if i == 0 else None)
+        low.plot(i + jitter, sub.lead_first, "s", markerfacecolor="none",
+                 color=plots.style(0)["color"], label="from the first flag" if i == 0 else None)
+    low.set_xticks(range(len(ks)), [f"{k:g}" for k in ks])
+    low.set_xlabel("detector factor k")
+    low.set_ylabel("warning (steps)")
+    low.set_ylim(bottom=0)
+    low.legend(loc="upper right")
+    fig.subplots_adjust(hspace=0.75)
     return fig
 
 
@@ -396,7 +461,8 @@ def ratio_numbers(runs: pd.DataFrame, P: Params) -> dict:
 def fig_ratio(runs: pd.DataFrame, P: Params) -> plt.Figure:
     """Update-to-weight ratio against step: healthy runs as a band, exploding ones each."""
     ratios = _ratios(runs, P)
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    ratios = ratios[ratios.run != "spiking"]
+    fig, ax = plots.figure(1, 1, height=4.2)
     healthy = ratios[ratios.run == "healthy"].pivot(index="step", columns="seed",
                                                     values="update_ratio")
     plots.band(ax, healthy.index, healthy, 0,
@@ -410,7 +476,150 @@ def fig_ratio(runs: pd.DataFrame, P: Params) -> plt.Figure:
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel(r"update-to-weight ratio $\|\Delta\theta\|/\|\theta\|$")
-    ax.legend()
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
+    return fig
+
+
+# --------------------------------------------------------------------------- distributions
+# ``detail`` is a ``training`` sweep over ``lr`` (explode_lr, healthy_lr), one seed, with
+# ``layer_detail=True``: its per-layer rows hold quantiles, dead fractions, each layer's
+# update ratio and the optimizer's moments.
+
+HEATMAPS = (("grad_q99", "99th percentile of |weight gradient|", True),
+            ("act_q99", "99th percentile of |pre-activation|", True),
+            ("dead_fraction", "fraction of dead units", False),
+            ("update_ratio", "update ÷ weight, per layer", True))
+
+
+def _layers(detail: pd.DataFrame, P: Params, run: str) -> pd.DataFrame:
+    runs = labelled(detail, P)
+    return runs[(runs.layer > 0) & (runs.run == run)]
+
+
+def fig_distribution(detail: pd.DataFrame, P: Params) -> plt.Figure:
+    """The exploding run as layer x step heatmaps (the colorful dimension): four
+    statistics of each hidden layer at each sampled step, on log scales where they span
+    decades."""
+    layers = _layers(detail, P, "exploding")
+    fig, axes = plots.figure(2, 2, height=6.4, sharex=True, sharey=True)
+    for ax, (key, title, log) in zip(axes.flat, HEATMAPS, strict=True):
+        grid = layers.pivot_table(index="layer", columns="step", values=key)
+        values = grid.to_numpy(dtype=float)
+        if log:
+            values = np.log10(np.where(values > 0, values, np.nan))
+        mesh = ax.pcolormesh(grid.columns, grid.index, values, shading="nearest",
+                             cmap="viridis")
+        bar = fig.colorbar(mesh, ax=ax, pad=0.02)
+        bar.set_label("log₁₀" if log else "fraction")
+        ax.set_title(title, fontsize=10)
+        ax.grid(False)
+    for ax in axes[1]:
+        ax.set_xlabel("step")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("layer")
+    fig.tight_layout()
+    return fig
+
+
+def distribution_numbers(detail: pd.DataFrame, P: Params) -> dict:
+    """How the distributions of the exploding run moved against its healthy twin's: the
+    growth of the largest 99th-percentile gradient over its first sample, the layer
+    where it first grew a hundredfold, the dead fraction at the last sample before
+    divergence, and the largest per-layer update ratio."""
+    numbers = {"mon_detail_every": P.detail_every}
+    for run in ("exploding", "healthy"):
+        layers = _layers(detail, P, run)
+        if layers.empty:
+            continue
+        top = layers.groupby("step").grad_q99.max()
+        first = top.iloc[0]
+        grown = layers.assign(g=layers.grad_q99 / layers.groupby("layer").grad_q99
+                              .transform("first"))
+        hundred = grown[grown.g >= 100].sort_values(["step", "layer"])
+        last_step = layers.dropna(subset=["dead_fraction"]).step.max()
+        dead = layers[layers.step == last_step].dead_fraction.mean()
+        numbers.update({
+            f"mon_{run}_grad_growth": readable.number(top.max() / first, 2),
+            f"mon_{run}_first_layer": str(int(hundred.layer.iloc[0])) if len(hundred)
+            else "none",
+            f"mon_{run}_dead": f"{100 * dead:.0f}%",
+            f"mon_{run}_dead_step": int(last_step),
+            f"mon_{run}_max_update": readable.number(layers.update_ratio.max(), 2)})
+    return numbers
+
+
+# --------------------------------------------------------------------------- half precision
+# ``fp16`` is a ``training`` sweep over ``lr`` (explode_lr, healthy_lr) with
+# precision="fp16" and dynamic loss scaling.
+
+def precision_rows(fp16: pd.DataFrame, P: Params) -> pd.DataFrame:
+    """Per run: the loss scaler's skips, their longest streak, the loss at the skipped
+    steps over its median of the 20 steps before (median over skips), the smallest and
+    the last loss scale, and whether the run diverged."""
+    rows = []
+    for (run, seed), g in steps_only(labelled(fp16, P)).groupby(["run", "seed"]):
+        g = g.sort_values("step").reset_index(drop=True)
+        skipped = g.skipped.fillna(0).to_numpy() == 1
+        streak = longest = 0
+        for hit in skipped:
+            streak = streak + 1 if hit else 0
+            longest = max(longest, streak)
+        level = g.loss.rolling(20, min_periods=1).median().shift(1)
+        jump = (g.loss / level)[skipped & (g.index > 0)]
+        rows.append({"run": run, "seed": seed, "skips": int(skipped.sum()),
+                     "longest streak": longest,
+                     "loss at skips ÷ running median": float(jump.median())
+                     if len(jump) else np.nan,
+                     "smallest scale": float(g.loss_scale.min()),
+                     "last scale": float(g.loss_scale.dropna().iloc[-1]),
+                     "diverged": bool(g.diverged_step.iloc[0] >= 0)})
+    return pd.DataFrame(rows)
+
+
+def precision_numbers(fp16: pd.DataFrame, P: Params) -> dict:
+    """The glued numbers of the half-precision section."""
+    rows = precision_rows(fp16, P)
+    numbers = {"mon_fp16_seeds": P.fp16_seeds, "mon_fp16_growth": P.scale_growth}
+    for run in ("healthy", "exploding"):
+        r = rows[rows.run == run]
+        if r.empty:
+            continue
+        numbers.update({
+            f"mon_fp16_{run}_skips": readable.number(r.skips.median(), 2),
+            f"mon_fp16_{run}_streak": int(r["longest streak"].max()),
+            f"mon_fp16_{run}_jump": readable.number(r["loss at skips ÷ running median"]
+                                                    .median(), 2),
+            f"mon_fp16_{run}_min_scale": readable.number(r["smallest scale"].min(), 3),
+            f"mon_fp16_{run}_last_scale": readable.number(r["last scale"].median(), 3),
+            f"mon_fp16_{run}_diverged": k_of_n(r.diverged)})
+    return numbers
+
+
+def fig_precision(fp16: pd.DataFrame, P: Params) -> plt.Figure:
+    """float16 runs: the loss scale (top) and the loss (bottom) over steps, healthy and
+    exploding, the scaler's skipped steps marked."""
+    steps = steps_only(labelled(fp16, P))
+    fig, (top, bottom) = plots.figure(2, 1, height=5.6, sharex=True)
+    for run, i in (("healthy", 0), ("exploding", 3)):
+        s = plots.style(i)
+        for j, (_, g) in enumerate(steps[steps.run == run].groupby("seed")):
+            g = g.sort_values("step")
+            label = f"{run} (lr {g['lr'].iloc[0]:g})" if j == 0 else None
+            top.plot(g.step, g.loss_scale, color=s["color"], linewidth=1, label=label,
+                     drawstyle="steps-post")
+            bottom.plot(g.step, g.loss, color=s["color"], linewidth=1, label=label)
+            hit = g[g.skipped == 1]
+            top.plot(hit.step, hit.loss_scale, "o", markersize=4, markerfacecolor="none",
+                     color="black", label="skipped by the scaler" if j == 0 and i == 0
+                     else None)
+            bottom.plot(hit.step, hit.loss, "o", markersize=4, markerfacecolor="none",
+                        color="black")
+    top.set_yscale("log", base=2)
+    top.set_ylabel("loss scale")
+    bottom.set_yscale("log")
+    bottom.set_ylabel("training loss")
+    bottom.set_xlabel("step")
+    top.legend(loc="upper center", bbox_to_anchor=(0.5, 1.32), ncol=3)
     return fig
 
 
@@ -443,7 +652,7 @@ def cost_numbers(costs: dict, P: Params) -> dict:
 def fig_cost(costs: dict, P: Params) -> plt.Figure:
     """Each round's time per step relative to the unmonitored loop, and the median."""
     cost, anomaly = costs["monitoring"], costs["anomaly"]
-    fig, ax = plt.subplots(figsize=(7.5, 3.2))
+    fig, ax = plots.figure(1, 1, height=2.8)
     for i, res in enumerate([cost, anomaly]):
         s = plots.style(i)
         ax.plot(res["ratios"], np.full(len(res["ratios"]), i), linestyle="none",

@@ -21,11 +21,10 @@ from ..data import ADDING_BASELINE_MSE
 from ..engine.params import Param
 from ..engine.registry import get
 from ..remedies import PENALTIES
-from ..study import plots
+from ..study import plots, readable
 from ..study.outcomes import (
     constant_output_loss,
     count_spikes,
-    med_range,
     run_outcomes,
     summarize,
 )
@@ -48,6 +47,8 @@ CHAPTER = Chapter(
             "deep_steps", "int", "optimizer steps of the deep sigma_w network", low=1, high=10**6
         ),
         from_profile("rnn_steps", "int", "optimizer steps of the RNN", low=1, high=10**6),
+        from_profile("budget_steps", "int", "optimizer steps of the long runs of the deep "
+                     "sigma_w network (Adam against the budget)", low=1, high=10**6),
         Param("deep_depth", "int", 30, "hidden layers of the deep ReLU network", low=1, high=1000),
         Param(
             "deep_sigma_w", "float", 2.0, "its too-large weight scale sigma_w", low=0.0, high=100.0
@@ -166,6 +167,7 @@ CHAPTER = Chapter(
             steps=20,
             deep_steps=4,
             rnn_steps=8,
+            budget_steps=8,
             decay_rates=[0.5],
             warmup_lrs=[0.8],
             warmup_lengths=[0, 5],
@@ -180,6 +182,7 @@ CHAPTER = Chapter(
             steps=120,
             deep_steps=25,
             rnn_steps=40,
+            budget_steps=300,
             decay_rates=[1e-2, 1e-1, 0.5],
             warmup_lrs=[0.1, 0.2, 0.4, 0.8],
             warmup_lengths=[0, 10, 50],
@@ -194,6 +197,7 @@ CHAPTER = Chapter(
             steps=1000,
             deep_steps=300,
             rnn_steps=300,
+            budget_steps=2000,
             decay_rates=[1e-4, 1e-3, 1e-2, 3e-2, 1e-1, 0.3, 0.5],
             warmup_lrs=[0.05, 0.1, 0.2, 0.4, 0.8, 1.6],
             warmup_lengths=[0, 10, 50, 200],
@@ -217,22 +221,41 @@ class Case(NamedTuple):
     label: str
 
 
+def med_range(values, fmt: str | None = None) -> str:
+    """``"median [min, max]"`` of the non-missing ``values`` (one value alone; "–" if
+    none), written by :func:`.readable.number` (4.4 × 10¹⁰, never 4.4e+10) unless ``fmt``."""
+    values = pd.Series(values, dtype=float).dropna()
+    write = fmt.format if fmt else (lambda v: readable.number(v, 3))
+    if values.empty:
+        return "–"
+    if len(values) == 1:
+        return write(values.iloc[0])
+    return f"{write(values.median())} [{write(values.min())}, {write(values.max())}]"
+
+
+def tex(label: str) -> str:
+    """A label for a figure: sigma_w and σ_w as mathtext, so that no underscore shows."""
+    return label.replace("σ_w", r"$\sigma_w$").replace(" sigma_w", r" $\sigma_w$")
+
+
 def every(n: int) -> int:
     """Steps between the logged test loss and per-layer statistics: five times per run."""
     return max(1, n // 5)
 
 
 def cases(P: Params) -> dict[str, Case]:
-    """The four failing configurations of the page, narrowed to width ``P.width``."""
+    """The four failing configurations of the page, narrowed to width ``P.width``.  The
+    MLPs train the seeds of a configuration as one ensemble (``engine="batched"``: same
+    results up to float rounding; early stopping falls back to the per-seed loop)."""
     deep = dict(depth=P.deep_depth, width=P.width, activation="relu", init="normal",
                 sigma_w=P.deep_sigma_w, optimizer="momentum", lr=P.deep_lr,
-                steps=P.deep_steps, log_every=every(P.deep_steps))
+                steps=P.deep_steps, log_every=every(P.deep_steps), engine="batched")
     regression = dict(depth=4, width=P.width, activation="relu", init="he", task="regression",
                       optimizer="sgd", lr=P.regression_lr, steps=P.steps,
-                      log_every=every(P.steps))
+                      log_every=every(P.steps), engine="batched")
     inputs = dict(depth=3, width=P.width, activation="relu", init="he",
                   input_scale_spread=P.input_spread, optimizer="sgd", lr=P.input_lr,
-                  steps=P.steps, log_every=every(P.steps))
+                  steps=P.steps, log_every=every(P.steps), engine="batched")
     rnn = dict(cell="rnn", spectral_radius=P.rnn_radius, hidden_size=P.rnn_hidden,
                seq_len=P.rnn_seq_len, optimizer="adam", lr=P.rnn_lr, steps=P.rnn_steps,
                log_every=every(P.rnn_steps))
@@ -277,7 +300,7 @@ def setup_numbers(P: Params) -> dict:
     return numbers
 
 
-NOTHING = "learned nothing (zero output; RNN: the mean)"
+NOTHING = "learned nothing (zero output; RNN: mean)"
 
 # --------------------------------------------------------------------------- 1. penalties
 
@@ -320,18 +343,24 @@ def penalty_outcomes(penalties: dict[str, pd.DataFrame], P: Params) -> dict[str,
 def fig_penalty(penalties: dict[str, pd.DataFrame], P: Params) -> plt.Figure:
     """Final loss against the shrink per step of each penalty, one panel per case."""
     outs, refs, labels = penalty_outcomes(penalties, P), references(P), cases(P)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.3))
+    fig, grid = plots.figure(2, 2, height=6.4, layout="constrained")
+    axes = grid.flat[:3]
     order = list(REMEDY_LABELS)
     for ax, key in zip(axes, PENALIZED, strict=True):
         out = outs[key]
         kinds = [k for k in order if k in set(out.remedy)]
         plots.outcome_panel(ax, out, "x", "remedy", {k: REMEDY_LABELS[k] for k in kinds},
                             refs[key], order)
-        ax.set_title(labels[key].label, fontsize=10)
+        ax.set_title(tex(labels[key].label))
         ax.set_xlabel(r"shrink per step $\eta\lambda$")
-    axes[0].set_ylabel("final loss")
-    fig.tight_layout()
+        ax.set_ylabel("final loss")
+        _decades(ax)
     plots.outcome_legend(fig, REMEDY_LABELS, order, NOTHING)
+    legend = fig.legends[-1]
+    handles, texts = legend.legend_handles, [t.get_text() for t in legend.get_texts()]
+    legend.remove()
+    grid.flat[3].axis("off")
+    grid.flat[3].legend(handles, texts, loc="center")
     return fig
 
 
@@ -417,7 +446,7 @@ def fig_adamw(penalties: dict[str, pd.DataFrame], P: Params) -> plt.Figure:
     """The RNN with Adam: gradient norm and loss over the steps, without a penalty, with
     the strongest L2 penalty and with the two strongest decoupled decays."""
     runs = _labelled(penalties["rnn"], cases(P)["rnn"].config["lr"])
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plots.figure(1, 2, height=3.6)
     for kind, r, label, i in _adamw_shown(P):
         sub = runs[(runs.remedy == kind) & np.isclose(runs.rate, r)]
         for ax, col in zip(axes, ["grad_norm", "loss"], strict=True):
@@ -426,13 +455,11 @@ def fig_adamw(penalties: dict[str, pd.DataFrame], P: Params) -> plt.Figure:
     for ax in axes:
         ax.set_yscale("log")
         ax.set_xlabel("Adam step")
-    axes[0].set_ylabel("total gradient norm (before the update)")
+    axes[0].set_ylabel("gradient norm")
     axes[1].set_ylabel("minibatch loss (MSE)")
     axes[1].axhline(ADDING_BASELINE_MSE, color="black", linestyle="--", linewidth=1,
                     label="predict the mean (1/6)")
-    fig.tight_layout()
-    fig.legend(*axes[1].get_legend_handles_labels(), loc="lower center",
-               bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=9)
+    plots.legend_below(fig, *axes[1].get_legend_handles_labels())
     return fig
 
 
@@ -504,6 +531,25 @@ def safe_final(safe: pd.DataFrame) -> float:
     return float(run_outcomes(safe)["final_test_loss"].median())
 
 
+def _legend_below(fig: plt.Figure, ncol: int = 2) -> None:
+    """Move the figure legend that :func:`.plots.outcome_legend` put above the panels to
+    below them, in ``ncol`` columns at the book's legend size."""
+    legend = fig.legends[-1]
+    handles = legend.legend_handles
+    texts = [t.get_text().replace(", one per seed", "") for t in legend.get_texts()]
+    legend.remove()
+    plots.legend_below(fig, handles, texts, ncol)
+
+
+def _decades(ax: plt.Axes) -> None:
+    """Tick labels written as powers of ten (10⁹, never 1e+09) on a log y axis that
+    spans more than three decades."""
+    low, high = ax.get_ylim()
+    if high / low > 1e3:
+        ax.yaxis.set_major_formatter(mpl.ticker.LogFormatterMathtext())
+        ax.yaxis.set_minor_formatter(mpl.ticker.NullFormatter())
+
+
 def _log_formatters(ax: plt.Axes) -> None:
     """Plain numbers on a log y axis, minor ticks labelled at 2 and 5."""
     ax.yaxis.set_major_formatter(mpl.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
@@ -516,7 +562,7 @@ def fig_warmup(sharp: pd.DataFrame, warm: pd.DataFrame, safe: pd.DataFrame,
     """Fraction of seeds diverged and final test loss against the peak learning rate (in
     units of 2/lambda_max at initialization), per warmup length."""
     stab, warm_out = stability_lr(sharp), _final_test(warm, ["lr", "warmup_steps"])
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plots.figure(1, 2, height=3.6)
     for i, w in enumerate(P.warmup_lengths):
         sub = warm_out[warm_out.warmup_steps == w]
         frac = sub.groupby("lr")["diverged"].mean()
@@ -534,19 +580,17 @@ def fig_warmup(sharp: pd.DataFrame, warm: pd.DataFrame, safe: pd.DataFrame,
         ax.set_xscale("log")
         ax.set_xticks(ratios, [f"{r:.2g}" for r in ratios])
         ax.minorticks_off()
-        ax.set_xlabel(r"peak learning rate / median $2/\lambda_{\max}$ at init")
+        ax.set_xlabel(r"peak lr / (2/$\lambda_{\max}$ at init)")
     axes[0].set_ylabel("fraction of seeds diverged")
     axes[0].set_ylim(-0.05, 1.05)
     axes[1].set_yscale("log")
-    axes[1].set_ylabel("final test loss (seeds that did not diverge)")
+    axes[1].set_ylabel("final test loss (finite runs)")
     axes[1].axhline(safe_final(safe), color="gray", linestyle=":", linewidth=1.2,
                     label=f"constant lr {P.safe_lr:g} (median)")
     axes[1].axhline(references(P)["regression"], color="black", linestyle="--", linewidth=1,
                     label="zero output")
     _log_formatters(axes[1])
-    axes[0].legend(fontsize=8)
-    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.tight_layout()
+    plots.legend_below(fig, *axes[1].get_legend_handles_labels())
     return fig
 
 
@@ -626,7 +670,8 @@ def fig_schedule(sched: pd.DataFrame, P: Params) -> plt.Figure:
     """Minibatch loss over the steps per schedule after the same warmup, and the learning
     rate each schedule used (the logged ``step_lr``)."""
     whole = sched[sched.layer == 0].sort_values("step")
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [2, 1]})
+    fig, axes = plots.figure(1, 2, height=3.4, gridspec_kw={"width_ratios": [2, 1]},
+                             layout="constrained")
     for i, s in enumerate(dict.fromkeys(sched.schedule)):
         sub = whole[whole.schedule == s]
         loss = sub.pivot(index="step", columns="seed", values="loss")
@@ -641,7 +686,6 @@ def fig_schedule(sched: pd.DataFrame, P: Params) -> plt.Figure:
     axes[0].legend(title="after warmup")
     axes[1].set_xlabel("SGD step")
     axes[1].set_ylabel("learning rate")
-    fig.tight_layout()
     return fig
 
 
@@ -698,20 +742,20 @@ def optimizer_outcomes(optimizers: dict[str, pd.DataFrame],
 def fig_optimizers(optimizers: dict[str, pd.DataFrame], P: Params) -> plt.Figure:
     """Final loss against the learning rate for SGD, Adam and RMSprop, per case."""
     outs, refs, labels = optimizer_outcomes(optimizers, P), references(P), cases(P)
-    fig, axes = plt.subplots(1, 4, figsize=(15, 4.3))
+    fig, grid = plots.figure(2, 2, height=6.6)
+    axes = grid.flat
     for ax, key in zip(axes, labels, strict=True):
         out = outs[key].assign(optimizer=lambda d: d["family"])
         plots.outcome_panel(ax, out, "lr", "optimizer",
                             {"sgd": "SGD", "adam": "Adam", "rmsprop": "RMSprop"}, refs[key],
                             OPT_ORDER)
-        ax.set_title(labels[key].label
-                     + (" (SGD: momentum)" if SGD_OF[key] == "momentum" else ""),
-                     fontsize=10)
+        ax.set_title(tex(labels[key].label))
         ax.set_xlabel("learning rate")
-    axes[0].set_ylabel("final loss")
-    fig.tight_layout()
-    plots.outcome_legend(fig, {"sgd": "SGD (with momentum for the σ_w network)",
+        ax.set_ylabel("final loss")
+        _decades(ax)
+    plots.outcome_legend(fig, {"sgd": r"SGD (momentum on the $\sigma_w$ net)",
                                "adam": "Adam", "rmsprop": "RMSprop"}, OPT_ORDER, NOTHING)
+    _legend_below(fig)
     return fig
 
 
@@ -729,7 +773,7 @@ def _first_steps(optimizers: dict[str, pd.DataFrame], P: Params) -> pd.DataFrame
 def fig_first_step(optimizers: dict[str, pd.DataFrame], P: Params) -> plt.Figure:
     """First update / weights per unit learning rate against the first gradient norm."""
     mlp, labels = _first_steps(optimizers, P), cases(P)
-    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    fig, ax = plots.figure(1, 1, height=4.4)
     case_markers = {"deep": "o", "regression": "s", "inputs": "^"}
     fam_colors = {"sgd": plots.style(0)["color"], "adam": plots.style(1)["color"],
                   "rmsprop": plots.style(2)["color"]}
@@ -742,12 +786,12 @@ def fig_first_step(optimizers: dict[str, pd.DataFrame], P: Params) -> plt.Figure
         ax.scatter([], [], color=color, marker="o",
                    label={"sgd": "SGD (± momentum)", "adam": "Adam", "rmsprop": "RMSprop"}[fam])
     for case, marker in case_markers.items():
-        ax.scatter([], [], color="gray", marker=marker, label=labels[case].label)
+        ax.scatter([], [], color="gray", marker=marker, label=tex(labels[case].label))
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(r"gradient norm $\|g\|$ at step 0")
-    ax.set_ylabel(r"first update / weights, per unit lr: $\|\Delta w\|/(\eta\|w\|)$")
-    ax.legend(fontsize=8, loc="upper left")
+    ax.set_ylabel(r"$\|\Delta w\|/(\eta\|w\|)$ at step 0")
+    plots.legend_below(fig, *ax.get_legend_handles_labels())
     return fig
 
 
@@ -789,9 +833,9 @@ def optimizer_numbers(optimizers: dict[str, pd.DataFrame], P: Params) -> dict:
                             f"{P.deep_sigma_w / np.sqrt(P.width):.2g} "
                             f"(σ_w = {P.deep_sigma_w:g})",
         "opt_rms_over_adam": med_range((pair["rmsprop"] / pair["adam"]).dropna(), "{:.3g}"),
-        "opt_adam_step_span": f"{adam_steps.max() / adam_steps.min():.2g}",
-        "opt_sgd_step_span": f"{sgd_steps.max() / sgd_steps.min():.2g}",
-        "opt_grad_span": f"{grads.max() / grads.min():.2g}",
+        "opt_adam_step_span": readable.number(adam_steps.max() / adam_steps.min(), 2),
+        "opt_sgd_step_span": readable.number(sgd_steps.max() / sgd_steps.min(), 2),
+        "opt_grad_span": readable.number(grads.max() / grads.min(), 2),
     }
     table, labels = optimizer_table(optimizers, P), cases(P)
     columns = {"div": "diverged over the grid", "best": "final loss at best lr",
@@ -804,6 +848,68 @@ def optimizer_numbers(optimizers: dict[str, pd.DataFrame], P: Params) -> dict:
             numbers.update({f"opt_{key}_{fam}_{tag}": row[col].iloc[0]
                             for tag, col in columns.items()})
     return numbers
+
+
+BUDGET_LABELS = {"adam": "Adam", "momentum": "SGD + momentum"}
+
+
+def budget_labels(budget: pd.DataFrame) -> dict[tuple, str]:
+    """(optimizer, lr, init) of each long run -> its legend label."""
+    keys = budget[["optimizer", "lr", "init"]].drop_duplicates().itertuples(index=False)
+    return {tuple(k): (f"{BUDGET_LABELS[k[0]]}, lr {k[1]:g}"
+                       + (", He init (healthy twin)" if k[2] == "he" else ""))
+            for k in keys}
+
+
+def budget_curves(budget: pd.DataFrame) -> pd.DataFrame:
+    """Test loss of every long run at every logged step (NaN once it diverged)."""
+    whole = budget[(budget.layer == 0) & budget.test_loss.notna()]
+    return whole[["optimizer", "lr", "init", "seed", "step", "test_loss"]]
+
+
+def fig_budget(budget: pd.DataFrame, P: Params) -> plt.Figure:
+    """Test loss over the steps of the long runs of the deep network: Adam at each
+    learning rate against the He-initialized twin, with the short budget marked."""
+    curves, labels = budget_curves(budget), budget_labels(budget)
+    fig, ax = plots.figure(1, 1, height=3.8)
+    for i, (key, label) in enumerate(labels.items()):
+        sub = curves[(curves.optimizer == key[0]) & (curves.lr == key[1])
+                     & (curves.init == key[2])]
+        piv = sub.pivot(index="step", columns="seed", values="test_loss")
+        plots.band(ax, piv.index, piv, i, label)
+    ax.axhline(references(P)["deep"], color="black", linestyle="--", linewidth=1,
+               label="uniform prediction")
+    ax.axvline(P.deep_steps, color="gray", linestyle=":", linewidth=1.2,
+               label=f"{P.deep_steps} steps (section's grid)")
+    ax.set_yscale("log")
+    _log_formatters(ax)
+    _decades(ax)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("test loss")
+    plots.legend_below(fig, *ax.get_legend_handles_labels())
+    return fig
+
+
+def budget_numbers(budget: pd.DataFrame, P: Params) -> dict:
+    """Adam's test loss on the deep network after the section's short budget and after
+    the long one (best learning rate at the end), the twin's, and the verdict."""
+    curves = budget_curves(budget)
+    adam = curves[curves.optimizer == "adam"]
+    end = adam[adam.step == adam.step.max()].groupby("lr").test_loss.median()
+    best = end.idxmin()
+    at = adam[adam.lr == best].groupby("step").test_loss
+    short = at.median().loc[at.median().index[at.median().index <= P.deep_steps].max()]
+    long = end.loc[best]
+    twin = curves[curves.init == "he"]
+    twin_end = twin[twin.step == twin.step.max()].test_loss.median()
+    uniform = references(P)["deep"]
+    learned = bool(long <= 0.9 * uniform)
+    return {"opt_budget_steps": P.budget_steps, "opt_budget_lr": f"{best:g}",
+            "opt_budget_short": readable.number(short, 3),
+            "opt_budget_long": readable.number(long, 3),
+            "opt_budget_twin": readable.number(twin_end, 3),
+            "opt_budget_learned": (f"learns, given {P.budget_steps} steps" if learned else
+                                   f"has not learned after {P.budget_steps} steps either")}
 
 
 # --------------------------------------------------------------------------- 4. stopping
@@ -845,26 +951,26 @@ def fig_stopping(stop_mlp: pd.DataFrame, stop_rnn: pd.DataFrame, safe: pd.DataFr
     """Final (or restored) loss against the early-stopping threshold, MLP and RNN."""
     mlp, rnn = stopping_outcomes(stop_mlp, stop_rnn)
     mlp_safe, rnn_safe = safe_final(safe), safe_rnn_final(safe_rnn)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.3))
+    fig, axes = plots.figure(1, 2, height=3.6)
     order = [*P.stop_lrs, "rnn"]
     labels = {**{lr: f"MLP, lr {lr:g}" for lr in P.stop_lrs}, "rnn": f"RNN, lr {P.rnn_sgd_lr:g}"}
     plots.outcome_panel(axes[0], mlp, "x", "lr", {lr: labels[lr] for lr in P.stop_lrs},
                         references(P)["regression"], order, levels=[mlp_safe])
     axes[0].axhline(mlp_safe, color="gray", linestyle=":", linewidth=1.5)
-    axes[0].set_ylabel("final test loss (restored weights if stopped)")
-    axes[0].set_title("regression MLP, plain SGD", fontsize=10)
+    axes[0].set_ylabel("final loss (restored if stopped)")
+    axes[0].set_title("regression MLP, plain SGD")
     plots.outcome_panel(axes[1], rnn, "x", "case", {"rnn": labels["rnn"]},
                         ADDING_BASELINE_MSE, order, levels=[rnn_safe])
     axes[1].axhline(rnn_safe, color="gray", linestyle=":", linewidth=1.5)
-    axes[1].set_ylabel("final minibatch loss (restored if stopped)")
-    axes[1].set_title(f"{cases(P)['rnn'].label}, plain SGD", fontsize=10)
+    axes[1].set_title("RNN, plain SGD")
     for ax in axes:
-        ax.set_xlabel("early-stopping threshold")
-    fig.tight_layout()
+        ax.set_xlabel("stop threshold k")
+        _decades(ax)
     plots.outcome_legend(
         fig, labels, order, NOTHING,
         extra=[mpl.lines.Line2D([], [], color="gray", linestyle=":", linewidth=1.5,
                                 label=f"lr {P.safe_lr:g}, no stopping (median)")], ncol=3)
+    _legend_below(fig)
     return fig
 
 
@@ -926,7 +1032,7 @@ def stopping_numbers(stop_mlp: pd.DataFrame, stop_rnn: pd.DataFrame, safe: pd.Da
         "opt_stop_rnn_restored": med_range(rnn_on["final"]),
         "opt_stop_rnn_first": med_range(rnn_off["first_loss"]),
         "opt_stop_rnn_safe": f"{safe_rnn_final(safe_rnn):.3g}",
-        "opt_stop_rnn_peak": med_range(peak, "{:.1e}"),
+        "opt_stop_rnn_peak": med_range(peak),
     }
 
 
@@ -964,7 +1070,8 @@ def timing_table(costs: pd.DataFrame) -> pd.DataFrame:
                **costs.groupby("variant", sort=False)["step_seconds"].median().to_dict()}
     return pd.DataFrame({
         "variant": list(seconds),
-        "CPU seconds per step (median over rounds)": [f"{s:.3g}" for s in seconds.values()],
+        "CPU seconds per step (median over rounds)":
+            [readable.number(s, 3) for s in seconds.values()],
         "ratio to none in the same round, median [min, max]":
             [ratio_text(costs, k) for k in seconds]})
 

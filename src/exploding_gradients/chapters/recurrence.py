@@ -8,6 +8,8 @@ the results into the page's numbers, tables and figures.
 
 from __future__ import annotations
 
+import functools
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -18,6 +20,7 @@ from ..engine.params import Param
 from ..models.rnn import CELLS, GATES
 from ..study import growth, plots
 from ..study.outcomes import run_outcomes
+from ..study.readable import number, table
 from ..train import OPTIMIZERS
 from . import Chapter, Params
 from ._shared import SEEDS, from_profile
@@ -55,6 +58,22 @@ CHAPTER = Chapter(
             high=100.0,
         ),
         Param(
+            "input_stds",
+            "list[float]",
+            [0.1, 0.3, 1.0, 2.0],
+            "input-drive standard deviations of the threshold measurement",
+            low=0.0,
+            high=100.0,
+        ),
+        Param(
+            "forget_biases",
+            "list[float]",
+            [0.0, 1.0, 3.0],
+            "initial forget-gate biases of the LSTM at initialization",
+            low=-20.0,
+            high=20.0,
+        ),
+        Param(
             "cliff_w",
             "float",
             8.0,
@@ -88,6 +107,14 @@ CHAPTER = Chapter(
         from_profile(
             "gated_seeds", "int", "seeds per gated cell (LSTM, GRU) in training", low=1, high=1000
         ),
+        Param(
+            "train_forget_bias",
+            "float",
+            1.0,
+            "forget-gate bias of the second trained LSTM (the first has 0)",
+            low=-20.0,
+            high=20.0,
+        ),
     ),
     {
         "quick": dict(
@@ -106,7 +133,7 @@ CHAPTER = Chapter(
             train_seeds=3,
             train_seq_lens=[5, 10, 20, 40],
             train_steps=300,
-            gated_seeds=2,
+            gated_seeds=3,
         ),
         "full": dict(
             seeds=10,
@@ -136,8 +163,10 @@ LAG_LABEL = r"$\|\partial L/\partial h_{T-k}\| \,/\, \|\partial L/\partial h_T\|
 # --------------------------------------------------------------------------- Measurements 1, 2
 
 
-def pascanu_verdicts(df: pd.DataFrame, gamma: float = theory.GAMMA["tanh"]) -> pd.DataFrame:
-    """Per (cell, spectral_radius): matrix statistics, measured growth, Pascanu's verdict.
+def pascanu_verdicts(df: pd.DataFrame, gamma: float = theory.GAMMA["tanh"],
+                     by: list[str] | None = None) -> pd.DataFrame:
+    """Per (cell, spectral_radius) (or ``by``): matrix statistics, measured growth,
+    Pascanu's verdict.
 
     ``condition`` is what Pascanu et al.'s criterion says from sigma_max alone:
     "vanishing guaranteed" if gamma sigma_max < 1, otherwise "exploding possible".
@@ -147,7 +176,7 @@ def pascanu_verdicts(df: pd.DataFrame, gamma: float = theory.GAMMA["tanh"]) -> p
     way (``naive correct``).  For lstm/gru the criterion does not apply (the cell is not
     of the form h_t = sigma(W h_{t-1} + ...)), so ``condition`` is "n/a".
     """
-    by = ["cell", "spectral_radius"]
+    by = by or ["cell", "spectral_radius"]
     factors = growth.growth_per_lag(df, by)
     stats = df.groupby(by, sort=False)[["spectral_radius_measured", "sigma_max",
                                         "sigma_w"]].mean().reset_index()
@@ -155,7 +184,8 @@ def pascanu_verdicts(df: pd.DataFrame, gamma: float = theory.GAMMA["tanh"]) -> p
     table = stats.merge(agg.reset_index(), on=by)
     explodes = table["mean"] > 1
     table["measured"] = np.where(explodes, "explodes", "vanishes")
-    rnn = table["cell"] == "rnn"
+    rnn = (df.groupby(by, sort=False)["cell"].first().to_numpy() == "rnn"
+           if "cell" not in by else table["cell"] == "rnn")
     guaranteed = gamma * table["sigma_max"] < 1
     table["condition"] = np.where(~rnn, "n/a", np.where(guaranteed, "vanishing guaranteed",
                                                          "exploding possible"))
@@ -184,7 +214,7 @@ def fig_lags(grads: pd.DataFrame, P: Params) -> plt.Figure:
     """Relative gradient norm against the lag, one band per spectral radius."""
     rel = grads.assign(rel=relative_to_last_step(grads, ["spectral_radius"]))
     table = pascanu_verdicts(grads)
-    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    fig, ax = plots.figure(1, 1, height=4.2)
     for i, r in enumerate(P.spectral_radii):
         sub = rel[rel.spectral_radius == r].pivot(index="lag", columns="seed", values="rel")
         smax = table.loc[table.spectral_radius == r, "sigma_max"].iloc[0]
@@ -192,21 +222,22 @@ def fig_lags(grads: pd.DataFrame, P: Params) -> plt.Figure:
     ax.set_yscale("log")
     ax.set_xlabel("lag $k$ (time steps before the last)")
     ax.set_ylabel(LAG_LABEL)
-    ax.legend(ncol=2)
+    ax.set_title(f"tanh RNN, input scale {P.input_std:g}")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
     return fig
 
 
 def verdict_table(grads: pd.DataFrame, P: Params):
     """The per-radius verdicts as the page shows them."""
     show = verdicts(grads, P)[["spectral_radius_measured", "sigma_max", "condition", "mean",
-                               "std", "measured", "consistent", "naive rule",
-                               "naive correct", "mean-field"]]
-    return show.rename(columns={
+                               "std", "mean-field", "naive correct"]]
+    show = show.rename(columns={
         "spectral_radius_measured": "ρ", "sigma_max": "σ_max",
-        "condition": "Pascanu (σ_max < 1/γ?)", "mean": "per-step factor (mean)",
-        "std": "(sd over seeds)", "consistent": "Pascanu consistent",
-        "naive rule": "ρ > 1 rule says", "naive correct": "ρ rule correct",
-        "mean-field": "mean-field √χ₁"}).style.format(precision=3).hide()
+        "condition": "Pascanu (σ_max < 1/γ?)", "mean": "factor per step (mean)",
+        "std": "sd", "mean-field": "mean-field √χ₁", "naive correct": "ρ > 1 rule right?"})
+    show["ρ > 1 rule right?"] = show["ρ > 1 rule right?"].map({True: "yes", False: "no"})
+    return table(show)
 
 
 def lag_numbers(grads: pd.DataFrame, P: Params) -> dict:
@@ -238,7 +269,7 @@ def lag_numbers(grads: pd.DataFrame, P: Params) -> dict:
     one = table.iloc[(table.spectral_radius - 1.0).abs().argsort().iloc[0]]
     numbers.update({"rec_rho1": f"{one.spectral_radius:g}",
                     "rec_rho1_growth": f"{one['mean']:.3f}",
-                    "rec_rho1_total": f"{one['mean'] ** P.seq_len:.2g}",
+                    "rec_rho1_total": number(one["mean"] ** P.seq_len),
                     "rec_rho1_smax": f"{one.sigma_max:.2f}"})
     crit = growth.crossing(table.spectral_radius, np.log(table["mean"]))
     numbers["rec_critical_rho"] = "not reached" if np.isnan(crit) else f"about {crit:.2f}"
@@ -246,33 +277,180 @@ def lag_numbers(grads: pd.DataFrame, P: Params) -> dict:
     top = table.iloc[-1]
     numbers.update({"rec_top_rho": f"{top.spectral_radius:g}",
                     "rec_top_growth": f"{top['mean']:.3f}",
-                    "rec_top_total": f"{top['mean'] ** P.seq_len:.2g}"})
+                    "rec_top_total": number(top["mean"] ** P.seq_len)})
     return numbers
 
 
+# --------------------------------------------------------------------------- the input scale
+
+
+@functools.cache
+def _mean_field(sigma_w: float, input_std: float) -> float:
+    """:func:`..theory.mean_field_growth`, remembered: the table, the numbers and the
+    figure ask for the same values, and each costs a fixed-point iteration."""
+    return theory.mean_field_growth(sigma_w, input_std)
+
+
+@functools.cache
+def _critical(input_std: float, tol: float = 1e-5) -> float:
+    """:func:`..theory.rnn_critical_sigma_w`, remembered."""
+    return theory.rnn_critical_sigma_w(input_std, tol=tol)
+
+
+def threshold_table(scales: pd.DataFrame, P: Params) -> pd.DataFrame:
+    """Per input scale: the mean-field critical sigma_w, and where the measured per-step
+    factor crosses 1, in sigma_w (the mean-field variable: each matrix's RMS row norm)
+    and in spectral radius (interpolated on the log of the factor); the largest error
+    of the mean-field factor over the radii, and the one nearest the crossing."""
+    rows = []
+    for s, g in scales.groupby("input_std"):
+        t = pascanu_verdicts(g, by=["spectral_radius"])
+        mf = np.array([_mean_field(w, s) for w in t.sigma_w])
+        err = t["mean"].to_numpy() / mf - 1
+        near = int(np.argmin(np.abs(np.log(t["mean"].to_numpy()))))
+        rows.append({"input std": s, "mean-field critical σ_w": _critical(s),
+                     "measured critical σ_w": growth.crossing(t.sigma_w, np.log(t["mean"])),
+                     "measured critical ρ": growth.crossing(t.spectral_radius,
+                                                            np.log(t["mean"])),
+                     "largest error %": 100 * np.abs(err).max(),
+                     "error % at the crossing": 100 * err[near]})
+    return pd.DataFrame(rows)
+
+
+def threshold_display(scales: pd.DataFrame, P: Params):
+    """:func:`threshold_table` as the page shows it."""
+    return table(threshold_table(scales, P), formats={
+        "input std": "{:g}", "largest error %": "{:.1f}", "error % at the crossing": "{:+.1f}"})
+
+
+def threshold_numbers(scales: pd.DataFrame, P: Params) -> dict:
+    """The glued numbers of the input-scale measurement."""
+    t = threshold_table(scales, P).set_index("input std")
+    lo, hi = min(P.input_stds), max(P.input_stds)
+    numbers = {"rec_in_stds": ", ".join(f"{s:g}" for s in P.input_stds),
+               "rec_in_lo": f"{lo:g}", "rec_in_hi": f"{hi:g}",
+               "rec_in_zero_crit": f"{theory.rnn_critical_sigma_w(0.0):.2f}",
+               "rec_in_cross_err": f"{t['error % at the crossing'].abs().max():.1f}",
+               "rec_in_worst": f"{t['largest error %'].max():.1f}"}
+    crit_err = (t["measured critical σ_w"] / t["mean-field critical σ_w"] - 1).abs()
+    numbers["rec_in_crit_err"] = f"{100 * crit_err.max():.0f}"
+    for key, s in (("lo", lo), ("hi", hi)):
+        numbers.update({f"rec_in_{key}_mf": f"{t.loc[s, 'mean-field critical σ_w']:.2f}",
+                        f"rec_in_{key}_sw": f"{t.loc[s, 'measured critical σ_w']:.2f}",
+                        f"rec_in_{key}_rho": f"{t.loc[s, 'measured critical ρ']:.2f}"})
+    weakest = t.index[0]
+    numbers["rec_in_weak_err"] = f"{t.loc[weakest, 'largest error %']:.1f}"
+    return numbers
+
+
+def fig_threshold(scales: pd.DataFrame, P: Params) -> plt.Figure:
+    """Left: the per-step factor against sigma_w for each input scale, with the
+    mean-field sqrt(chi_1) drawn through; right: the critical sigma_w against the input
+    scale, mean field and measured."""
+    fig, axes = plots.figure(1, 2, height=3.8)
+    ax = axes[0]
+    for i, s in enumerate(P.input_stds):
+        t = pascanu_verdicts(scales[scales.input_std == s], by=["spectral_radius"])
+        ax.errorbar(t.sigma_w, t["mean"], yerr=t["std"], fmt=plots.style(i)["marker"],
+                    color=plots.style(i)["color"], capsize=2, label=f"{s:g}")
+        grid = np.linspace(t.sigma_w.min(), t.sigma_w.max(), 15)
+        ax.plot(grid, [_mean_field(w, s) for w in grid], "-", linewidth=1,
+                color=plots.style(i)["color"])
+    ax.axhline(1.0, color="gray", linestyle=":", linewidth=1)
+    ax.set_xlabel(r"$\sigma_w$ (RMS row norm of $W$)")
+    ax.set_ylabel("factor per time step")
+    plots.log_axis(ax)
+    ax.legend(title="input std", loc="lower right")
+    ax = axes[1]
+    t = threshold_table(scales, P)
+    fine = np.linspace(0, max(P.input_stds), 13)
+    ax.plot(fine, [_critical(s, 1e-3) for s in fine], "-",
+            color="black", linewidth=1, label="mean field")
+    ax.plot(t["input std"], t["measured critical σ_w"], "o", color=plots.style(0)["color"],
+            label="measured")
+    ax.set_xlabel("input std")
+    ax.set_ylabel(r"critical $\sigma_w$")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- gated cells
+
+
+def with_gate_case(gated: pd.DataFrame) -> pd.DataFrame:
+    """``gated`` with ``case``: the cell, with the LSTM's forget bias when it has one, and
+    ``forget_bias`` filled with 0 where a sweep point left it out."""
+    fb = gated["forget_bias"].fillna(0.0) if "forget_bias" in gated else 0.0
+    out = gated.assign(forget_bias=fb)
+    out["case"] = [f"LSTM, forget bias {b:g}" if c == "lstm" else c.upper()
+                   for c, b in zip(out["cell"], out["forget_bias"], strict=True)]
+    return out
+
+
+def gated_factors(gated: pd.DataFrame) -> pd.DataFrame:
+    """Per (case, spectral radius): mean and sd over seeds of the factor per step."""
+    cases = with_gate_case(gated)
+    factors = growth.growth_per_lag(cases, ["case", "spectral_radius"])
+    return factors.groupby(["case", "spectral_radius"], sort=False)["growth"].agg(
+        ["mean", "std"]).reset_index()
+
+
 def fig_gated(gated: pd.DataFrame, P: Params) -> plt.Figure:
-    """Relative gradient norm against the lag for each gated cell and block radius."""
-    rel = gated.assign(rel=relative_to_last_step(gated, ["cell", "spectral_radius"]))
-    fig, axes = plt.subplots(1, len(GATED), figsize=(10, 4.2), sharey=True)
-    for ax, cell in zip(axes, GATED, strict=True):
-        for i, r in enumerate(P.gated_radii):
-            sub = rel[(rel.cell == cell) & (rel.spectral_radius == r)].pivot(
-                index="lag", columns="seed", values="rel")
-            plots.band(ax, sub.index, sub, i, f"$\\rho$ = {r:g} per gate block")
-        ax.set_yscale("log")
-        ax.set_title(cell.upper())
-        ax.set_xlabel("lag $k$ (time steps before the last)")
-        ax.legend()
-    axes[0].set_ylabel(LAG_LABEL)
+    """Left: factor per step against the block radius per case; right: the gradient
+    against the lag at the radius nearest 1."""
+    factors, cases = gated_factors(gated), with_gate_case(gated)
+    labels = list(dict.fromkeys(factors["case"]))
+    r1 = min(P.gated_radii, key=lambda r: abs(r - 1.0))
+    fig, axes = plots.figure(1, 2, height=3.6)
+    for i, case in enumerate(labels):
+        sub = factors[factors.case == case]
+        axes[0].errorbar(sub.spectral_radius, sub["mean"], yerr=sub["std"], capsize=2,
+                         label=case, **plots.style(i))
+        at = cases[(cases.case == case) & (cases.spectral_radius == r1)]
+        rel = at.assign(rel=relative_to_last_step(at, ["case"])).pivot(
+            index="lag", columns="seed", values="rel")
+        plots.band(axes[1], rel.index, rel, i, case)
+    axes[0].axhline(1.0, color="gray", linestyle=":", linewidth=1)
+    axes[0].set_xscale("log")
+    axes[0].set_xticks(P.gated_radii, [f"{r:g}" for r in P.gated_radii])
+    axes[0].minorticks_off()
+    axes[0].set_xlabel(r"spectral radius $\rho$ of each block")
+    axes[0].set_ylabel("factor per time step")
+    axes[1].set_yscale("log")
+    axes[1].set_xlabel("lag $k$")
+    axes[1].set_ylabel(LAG_LABEL)
+    axes[1].set_title(f"$\\rho$ = {r1:g}")
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.tight_layout()
+    fig.legend(handles, names, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2)
     return fig
 
 
 def gated_numbers(gated: pd.DataFrame, P: Params) -> dict:
-    """The glued numbers of Measurement 2."""
-    factor = pascanu_verdicts(gated)["mean"]
-    return {"rec_gated_low": f"{factor.min():.3f}", "rec_gated_high": f"{factor.max():.3f}",
-            "rec_gated_max_rho": f"{max(P.gated_radii):g}",
-            "rec_gated_any_explode": "none of them" if (factor <= 1).all() else "some of them"}
+    """The glued numbers of Measurement 2: the range of the factor with zero biases, and
+    per forget bias the LSTM's factor at the radius nearest 1 with sigmoid(bias)."""
+    factors = gated_factors(gated)
+    zero = factors[~factors.case.str.startswith("LSTM") | factors.case.str.endswith(" 0")]
+    r1 = min(P.gated_radii, key=lambda r: abs(r - 1.0))
+    numbers = {"rec_gated_low": f"{zero['mean'].min():.3f}",
+               "rec_gated_high": f"{zero['mean'].max():.3f}",
+               "rec_gated_max_rho": f"{max(P.gated_radii):g}", "rec_fb_rho": f"{r1:g}",
+               "rec_gated_any_explode": "none of them" if (zero["mean"] <= 1).all()
+               else "some of them"}
+    at = factors[factors.spectral_radius == r1].set_index("case")["mean"]
+    biases = sorted(P.forget_biases)
+    numbers["rec_fb_factors"] = and_list(
+        [f"{at[f'LSTM, forget bias {b:g}']:.3f} with bias {b:g}" for b in biases])
+    numbers["rec_fb_sigmoids"] = and_list([f"{1 / (1 + np.exp(-b)):.2f}" for b in biases])
+    numbers["rec_fb_list"] = and_list([f"{b:g}" for b in biases])
+    numbers["rec_gru_r1"] = f"{at['GRU']:.3f}"
+    return numbers
+
+
+def and_list(items: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 # --------------------------------------------------------------------------- Measurement 3
@@ -285,10 +463,10 @@ def cliff_numbers(surface, cliffs: pd.DataFrame, P: Params) -> dict:
     _, _, _, dldw, dldb = surface
     last = cliffs.iloc[-1]
     return {"rec_cliff_w": f"{P.cliff_w:g}", "rec_cliff_b": f"{last.b_star:.4f}",
-            "rec_cliff_jump_from": f"{last.loss_left:.3g}",
-            "rec_cliff_jump_to": f"{last.loss_right:.3g}",
-            "rec_cliff_peak": f"{last.peak_grad:.2g}",
-            "rec_cliff_median_grad": f"{np.median(np.hypot(dldw, dldb)):.3g}",
+            "rec_cliff_jump_from": number(last.loss_left),
+            "rec_cliff_jump_to": number(last.loss_right),
+            "rec_cliff_peak": number(last.peak_grad, 2),
+            "rec_cliff_median_grad": number(np.median(np.hypot(dldw, dldb))),
             "rec_cliff_growth": f"{peak_growth(cliffs):.3f}",
             "rec_cliff_lambda": f"{last.saddle_slope:.3f}"}
 
@@ -299,19 +477,23 @@ def peak_growth(cliffs: pd.DataFrame) -> float:
 
 
 def fig_cliff(surface, cliffs: pd.DataFrame, P: Params) -> plt.Figure:
-    """The loss surface, the slice across the cliff at ``cliff_w``, and the peak gradient
-    on the cliff against the horizon with the unstable fixed point's lambda^T."""
+    """The loss surface and the slice across the cliff at ``cliff_w`` (top), and the peak
+    gradient on the cliff against the horizon with the unstable fixed point's lambda^T
+    (bottom, the whole width)."""
     w, b, loss = surface[:3]
     cw, last = P.cliff_w, cliffs.iloc[-1]
     bs = np.linspace(-10, 4, 4001)
     slice_loss = theory.one_unit_model(cw, bs)[0]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.0))
+    fig, grid = plots.figure(2, 2, height=6.6)
+    for ax in grid[1]:
+        ax.remove()
+    axes = [grid[0, 0], grid[0, 1], fig.add_subplot(2, 1, 2)]
     im = axes[0].pcolormesh(w, b, np.log10(loss + 1e-12), shading="auto", cmap="viridis")
     fig.colorbar(im, ax=axes[0], label=r"$\log_{10}$ loss")
     axes[0].axvline(cw, color="white", linestyle=":", linewidth=1)
     axes[0].set_xlabel("recurrent weight $w$")
     axes[0].set_ylabel("bias $b$")
-    axes[0].set_title("loss surface, 50 steps")
+    axes[0].set_title("loss after 50 steps")
     axes[0].grid(False)
     axes[1].plot(bs, slice_loss, color=plots.style(0)["color"])
     axes[1].axvline(last.b_star, color="gray", linestyle="--", linewidth=1)
@@ -322,11 +504,10 @@ def fig_cliff(surface, cliffs: pd.DataFrame, P: Params) -> plt.Figure:
                      label=r"measured peak $|\partial L/\partial b|$", **plots.style(0))
     lam = last.saddle_slope
     axes[2].semilogy(cliffs.steps, last.peak_grad * lam ** (cliffs.steps - last.steps), "--",
-                     color="gray", label=f"slope $\\lambda^T$, $\\lambda$ = {lam:.3f}")
+                     color="gray", label=f"$\\lambda^T$, $\\lambda$ = {lam:.3f}")
     axes[2].set_xlabel("sequence length $T$ (steps of the map)")
     axes[2].set_ylabel(r"$|\partial L/\partial b|$ on the cliff")
-    axes[2].set_title("gradient on the cliff")
-    axes[2].legend()
+    axes[2].legend(loc="upper left")
     fig.tight_layout()
     return fig
 
@@ -359,15 +540,12 @@ def outcome_table(outcomes: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _styled(table: pd.DataFrame):
-    return table.style.format(precision=3).format("{:.2g}", subset=[LAG_COL, LAG_END]).hide()
-
-
 def training_display(runs: pd.DataFrame, P: Params):
     """The outcome table of the vanilla RNN runs per (radius, T), as the page shows it."""
-    table = outcome_table(training_outcomes(runs, ["spectral_radius", "seq_len"]),
-                          ["spectral_radius", "seq_len"])
-    return _styled(table.rename(columns={"spectral_radius": "ρ", "seq_len": "T"}))
+    t = outcome_table(training_outcomes(runs, ["spectral_radius", "seq_len"]),
+                      ["spectral_radius", "seq_len"])
+    return table(t.rename(columns={"spectral_radius": "ρ", "seq_len": "T"}),
+                 formats={"ρ": "{:g}"})
 
 
 def setup_numbers(P: Params) -> dict:
@@ -394,24 +572,24 @@ def training_numbers(runs: pd.DataFrame, P: Params) -> dict:
         "rec_failed_T": ", ".join(map(str, failed)) if failed else "none",
         "rec_mixed_T": (", ".join(map(str, mixed)) + " (solved by some seeds only)")
         if mixed else "none",
-        "rec_ratio_shortT": f"{ratio0.index[0]}", "rec_ratio_short": f"{ratio0.iloc[0]:.2g}",
-        "rec_ratio_longT": f"{ratio0.index[-1]}", "rec_ratio_long": f"{ratio0.iloc[-1]:.2g}",
+        "rec_ratio_shortT": f"{ratio0.index[0]}", "rec_ratio_short": number(ratio0.iloc[0], 2),
+        "rec_ratio_longT": f"{ratio0.index[-1]}", "rec_ratio_long": number(ratio0.iloc[-1], 2),
         "rec_spike_low": f"{ok.spike.min():.1f}", "rec_spike_high": f"{ok.spike.max():.1f}",
         "rec_explode_radius": f"{P.explode_radius:g}",
         "rec_explode_solved": f"{int(ex.solved.sum())}/{len(ex)}",
         "rec_explode_diverged": f"{int(ex.diverged.sum())}/{len(ex)}",
         "rec_explode_ratio_long":
-            f"{ex.groupby('seq_len').lag_ratio_start.median().iloc[-1]:.2g}",
-        "rec_explode_maxgrad": f"{ex.max_grad_norm.max():.3g}",
-        "rec_explode_spike": f"{ex.spike.max():.3g}",
-        "rec_ok_maxgrad": f"{ok.max_grad_norm.max():.3g}",
+            number(ex.groupby("seq_len").lag_ratio_start.median().iloc[-1], 2),
+        "rec_explode_maxgrad": number(ex.max_grad_norm.max()),
+        "rec_explode_spike": number(ex.spike.max()),
+        "rec_ok_maxgrad": number(ok.max_grad_norm.max()),
     }
 
 
 def fig_training(runs: pd.DataFrame, P: Params) -> plt.Figure:
-    """Training error per T at ``train_radius`` (left) and the gradient norm of seed 0 for
-    the shortest and longest T and the exploding start (right)."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    """Training error per T at ``train_radius`` (top) and the gradient norm of seed 0 for
+    the shortest and longest T and the exploding start (bottom)."""
+    fig, axes = plots.figure(2, 1, height=6.8, sharex=True)
     base = runs[runs.spectral_radius == P.train_radius]
     for i, T in enumerate(P.train_seq_lens):
         sub = base[base.seq_len == T]
@@ -422,47 +600,58 @@ def fig_training(runs: pd.DataFrame, P: Params) -> plt.Figure:
     for i, (r, T) in enumerate(traces):
         sub = runs[(runs.spectral_radius == r) & (runs.seq_len == T) & (runs.seed == 0)]
         axes[1].plot(sub.step, sub.grad_norm, color=plots.style(i)["color"], linewidth=0.8,
-                     label=f"$\\rho$ = {r:g}, T = {T} (seed 0)")
+                     label=f"$\\rho$ = {r:g}, T = {T}")
     axes[0].axhline(ADDING_BASELINE_MSE, color="gray", linestyle="--", linewidth=1,
                     label="always predict 1")
     axes[0].axhline(SOLVED_FRACTION * ADDING_BASELINE_MSE, color="gray", linestyle=":",
                     linewidth=1, label="solved below")
-    axes[0].set_yscale("log")
-    axes[0].set_xlabel("optimizer step")
-    axes[0].set_ylabel("training MSE (moving average of 10 steps)")
-    axes[0].legend(ncol=2)
-    axes[1].set_yscale("log")
+    plots.log_axis(axes[0])
+    axes[0].set_ylabel("training MSE")
+    axes[0].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    axes[0].set_title(f"tanh RNN, spectral radius {P.train_radius:g} (10-step average)")
+    plots.log_axis(axes[1])
     axes[1].set_xlabel("optimizer step")
-    axes[1].set_ylabel(r"total gradient norm $\|\nabla_\theta L\|$")
-    axes[1].legend()
-    axes[0].set_title(f"tanh RNN, spectral radius {P.train_radius:g}")
-    axes[1].set_title("gradient norm during training")
+    axes[1].set_ylabel(r"$\|\nabla_\theta L\|$")
+    axes[1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    axes[1].set_title("total gradient norm, seed 0")
     fig.tight_layout()
     return fig
 
 
 def gated_training(runs: pd.DataFrame, gruns: pd.DataFrame, P: Params) -> pd.DataFrame:
-    """Outcomes per run of the gated cells at the longest T, with the vanilla RNN's runs
-    at that T and ``train_radius`` as cell "rnn" (first)."""
+    """Outcomes per run of the gated cells at the longest T (``case`` as in
+    :func:`with_gate_case`), with the vanilla RNN's runs at that T and ``train_radius``
+    first, as case "RNN"."""
     T = max(P.train_seq_lens)
     summary = training_outcomes(runs, ["spectral_radius", "seq_len"])
     rnn = summary[(summary.spectral_radius == P.train_radius) & (summary.seq_len == T)]
-    return pd.concat([rnn.assign(cell="rnn").drop(columns=["spectral_radius", "seq_len"]),
-                      training_outcomes(gruns, ["cell"])])
+    gated = training_outcomes(with_gate_case(gruns), ["case"])
+    return pd.concat([rnn.assign(case="RNN").drop(columns=["spectral_radius", "seq_len"]),
+                      gated], ignore_index=True)
+
+
+def gate_key(case: str) -> str:
+    """The glue-key part of a case: rnn, gru, lstm (forget bias 0) or lstm_fb (the LSTM
+    with ``train_forget_bias``)."""
+    if case.startswith("LSTM"):
+        return "lstm" if float(case.rsplit(" ", 1)[1]) == 0 else "lstm_fb"
+    return case.lower()
 
 
 def gated_training_numbers(runs: pd.DataFrame, gruns: pd.DataFrame, P: Params) -> dict:
     """The glued numbers of the gated cells on the adding problem."""
     both = gated_training(runs, gruns, P)
-    numbers = {"rec_gated_T": max(P.train_seq_lens), "rec_gated_seeds": P.gated_seeds}
-    for c in [*GATED, "rnn"]:
-        g = both[both.cell == c]
-        numbers.update({f"rec_gated_{c}_solved": f"{int(g.solved.sum())}/{len(g)}",
-                        f"rec_gated_{c}_ratio0": f"{g.lag_ratio_start.median():.2g}",
-                        f"rec_gated_{c}_ratio1": f"{g.lag_ratio_end.median():.2g}"})
+    numbers = {"rec_gated_T": max(P.train_seq_lens), "rec_gated_seeds": P.gated_seeds,
+               "rec_train_fb": f"{P.train_forget_bias:g}"}
+    for case, g in both.groupby("case", sort=False):
+        key = gate_key(case)
+        numbers.update({f"rec_gated_{key}_solved": f"{int(g.solved.sum())}/{len(g)}",
+                        f"rec_gated_{key}_ratio0": number(g.lag_ratio_start.median(), 2),
+                        f"rec_gated_{key}_ratio1": number(g.lag_ratio_end.median(), 2)})
     return numbers
 
 
 def gated_training_display(runs: pd.DataFrame, gruns: pd.DataFrame, P: Params):
     """The outcome table per cell at the longest T, as the page shows it."""
-    return _styled(outcome_table(gated_training(runs, gruns, P), ["cell"]))
+    t = outcome_table(gated_training(runs, gruns, P), ["case"]).rename(columns={"case": "cell"})
+    return table(t.drop(columns=["max / median grad norm"]))

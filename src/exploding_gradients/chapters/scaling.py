@@ -19,6 +19,7 @@ import torch
 from .. import theory
 from ..study import plots, timing
 from ..study.growth import power_law_fit
+from ..study.readable import number, table
 from . import Chapter, Params
 from ._shared import from_profile
 
@@ -151,9 +152,19 @@ def verdict(exponent: float, expected: float) -> str:
     return f"{'below' if gap < 0 else 'above'} the operation count's {expected}"
 
 
+def fit_phrase(whole: dict | None, expected: float) -> str:
+    """A sweep's fit as the page says it: 'exponent 0.80 (R² 0.970), below the operation
+    count's 1', or, when the times allow no fit, that the exponent was not measured."""
+    if whole is None:
+        return f"not measured, since the times allowed no fit (operation count: {expected})"
+    return f"exponent {whole['exponent']:.2f} (R² {whole['r2']:.3f}), " + \
+        verdict(whole["exponent"], expected)
+
+
 def runtime_numbers(timed: dict[str, pd.DataFrame], P: Params) -> dict:
-    """The glued exponents, R^2 and verdicts of the runtime sweeps; a fit the times do
-    not allow is said to be unmeasured rather than shown as NaN."""
+    """The glued exponents and R^2 of the runtime sweeps and a phrase per sweep
+    (:func:`fit_phrase`); a fit the times do not allow is said to be unmeasured rather
+    than shown as NaN, in words that read as a sentence."""
     numbers = {}
     for sweep, (whole, top) in fits(runtime(timed, P)).items():
         key, expected = KEYS[sweep], theory.STEP_COST_EXPONENTS[sweep]
@@ -161,9 +172,29 @@ def runtime_numbers(timed: dict[str, pd.DataFrame], P: Params) -> dict:
             f"scale_{key}_exp": f"{whole['exponent']:.2f}" if whole else NOT_MEASURED,
             f"scale_{key}_exp_top": f"{top['exponent']:.2f}" if top else NOT_MEASURED,
             f"scale_{key}_r2": f"{whole['r2']:.3f}" if whole else "–",
-            f"scale_{key}_verdict": verdict(whole["exponent"], expected) if whole
-            else f"by an amount that {NOT_MEASURED}"})
+            f"scale_{key}_fit": fit_phrase(whole, expected),
+            f"scale_{key}_top_fit": f"exponent {top['exponent']:.2f}" if top
+            else "no exponent (the times allowed no fit)"})
+    numbers["scale_summary"] = summary_sentence(fits(runtime(timed, P)))
     return numbers
+
+
+def summary_sentence(fitted: dict[str, tuple[dict | None, dict | None]]) -> str:
+    """One sentence on what the measured exponents (of :func:`fits`) say together."""
+    measured = {sweep: whole["exponent"] for sweep, (whole, _) in fitted.items() if whole}
+    if not measured:
+        return "No exponent could be measured in this build."
+    below = [sweep for sweep, e in measured.items()
+             if e < theory.STEP_COST_EXPONENTS[sweep] - CLOSE]
+    if len(below) == len(measured):
+        return ("Every measured exponent is below the operation count's: at these sizes the "
+                "fixed cost of each operation weighs as much as its arithmetic.")
+    if below:
+        one = len(below) == 1
+        return (f"The {'exponent' if one else 'exponents'} below the operation count's "
+                f"({', '.join(below)}) {'means' if one else 'mean'} that the fixed cost of "
+                "each operation weighs as much as its arithmetic there.")
+    return "The measured exponents follow the operation count: the arithmetic dominates."
 
 
 def fig_runtime(timed: dict[str, pd.DataFrame], P: Params) -> plt.Figure:
@@ -171,7 +202,8 @@ def fig_runtime(timed: dict[str, pd.DataFrame], P: Params) -> plt.Figure:
     power law and the operation count's slope through the largest size."""
     table = runtime(timed, P)
     fitted = fits(table)
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), sharey=False)
+    fig, grid = plots.figure(2, 2, height=6.4)
+    axes = [grid[0, 0], grid[0, 1], grid[1, 0]]
     for i, (ax, (sweep, g)) in enumerate(zip(axes, table.groupby("sweep", sort=False),
                                              strict=True)):
         s = plots.style(i)
@@ -183,16 +215,25 @@ def fig_runtime(timed: dict[str, pd.DataFrame], P: Params) -> plt.Figure:
         whole = fitted[sweep][0]
         if whole:
             ax.loglog(x, 1e3 * whole["prefactor"] * x ** whole["exponent"], color=s["color"],
-                      label=f"fit: exponent {whole['exponent']:.2f}")
+                      label="fitted power law")
+        ax.set_title(f"fitted exponent {whole['exponent']:.2f}" if whole else "no fit")
         if len(shown):
             anchor = shown.iloc[-1]
             ax.loglog(x, 1e3 * anchor["seconds"] * (x / anchor["size"]) ** expected,
-                      color="black", linestyle=":", label=f"slope {expected} (theory)")
+                      color="black", linestyle=":", label="slope of the operation count")
+        ax.set_xscale("log")
         ax.set_xticks(g["size"], [f"{v:g}" for v in g["size"]])  # the sizes, not powers of 10
         ax.tick_params(axis="x", which="minor", bottom=False, labelbottom=False)
         ax.set_xlabel(sweep)
-        ax.legend(loc="upper left")
-    axes[0].set_ylabel("milliseconds per training step")
+        ax.set_ylabel("ms per step")
+        if len(shown):
+            plots.log_axis(ax)
+    grid[1, 1].axis("off")
+    handles = [plt.Line2D([], [], color="gray", marker="o", linestyle="none"),
+               plt.Line2D([], [], color="gray"),
+               plt.Line2D([], [], color="black", linestyle=":")]
+    grid[1, 1].legend(handles, ["measured (median)", "fitted power law",
+                                "the operation count's slope"], loc="center left")
     fig.tight_layout()
     return fig
 
@@ -205,7 +246,12 @@ def ensemble_numbers(bench: dict, P: Params) -> dict:
     return {"scale_ens_seeds": P.ensemble_seeds, "scale_ens_steps": P.steps,
             "scale_ens_ratio": f"{bench['ratio']:.1f}", "scale_ens_engine": bench["engine"],
             "scale_ens_loop_ms": f"{1e3 * bench['loop_s']:.2f}",
-            "scale_ens_batched_ms": f"{1e3 * bench['batched_s']:.2f}"}
+            "scale_ens_batched_ms": f"{1e3 * bench['batched_s']:.2f}",
+            "scale_ens_bare_ms": f"{1e3 * bench['bare_s']:.2f}",
+            "scale_ens_over_bare": f"{bench['over_bare']:.2f}",
+            "scale_ens_peak": f"{bench['peak_flops'] / 1e9:.0f}",
+            **{f"scale_ens_{k}_share": f"{100 * bench[f'{k}_share']:.0f}%"
+               for k in ("loop", "batched", "bare")}}
 
 
 def sweep_numbers(speedup: dict, P: Params) -> dict:
@@ -217,6 +263,31 @@ def sweep_numbers(speedup: dict, P: Params) -> dict:
 # --------------------------------------------------------------------------- the record
 
 
+def record_numbers(record: pd.DataFrame | None) -> dict:
+    """What the page says about the ``make benchmark`` record: where it comes from, or
+    that this build had none and measured everything itself."""
+    if record is None:
+        return {"scale_record_text": "This build found no record, so every number on this "
+                "page was measured in this build, above; the record appears here when the "
+                "book is built after running make benchmark.",
+                "scale_record_ens": ""}
+    first = record.iloc[0]
+    ratio = record.set_index("measurement")["value"].get(
+        "batched / looped seeds (speed-up per seed-step)", np.nan)
+    return {"scale_record_text": f"Its latest record, made on {first['machine']} on "
+            f"{first['date']} (commit {first['commit']}, book profile {first['profile']}), "
+            "is below; its machine may differ from the one that built this page.",
+            "scale_record_ens": f"With the longer runs of make benchmark, the record at the "
+            f"end of this page measured {number(ratio, 2)}×."}
+
+
+def record_table(record: pd.DataFrame | None):
+    """The record's ratios as the page shows them, or None (nothing shown)."""
+    if record is None:
+        return None
+    return table(record[["measurement", "value"]], digits=3)
+
+
 def record_path(cwd: Path | None = None) -> Path:
     """Where ``make benchmark`` writes its record: ``benchmarks/latest.json`` of the
     repository, whose root is the parent of the page's working directory (papermill
@@ -224,10 +295,7 @@ def record_path(cwd: Path | None = None) -> Path:
     return (cwd or Path.cwd()).resolve().parent / "benchmarks" / "latest.json"
 
 
-def benchmark_display(cwd: Path | None = None) -> pd.DataFrame | None:
-    """The record as a table of ratios, or None after saying how to make one."""
-    record = timing.benchmark_record(record_path(cwd))
-    if record is None:
-        print("No benchmark record on this machine yet: run `make benchmark`, then rebuild "
-              "the book.")
-    return record
+def benchmark_record(cwd: Path | None = None) -> pd.DataFrame | None:
+    """The ``make benchmark`` record beside the notebooks' folder as a table of ratios
+    (:func:`..study.timing.benchmark_record`), or None if there is none."""
+    return timing.benchmark_record(record_path(cwd))

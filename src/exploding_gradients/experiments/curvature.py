@@ -182,9 +182,9 @@ def lr_boundary(config: dict, seed: int) -> pd.DataFrame:
     initialization (as ``sharpness``), then train a copy of the initial model with the
     one training loop and ``optimizer="sgd"`` at each ratio.  Every run draws its
     minibatches from a copy of the seed's generator as it is after the model is built,
-    so each run is bit-identical to ``training`` with ``optimizer="sgd"`` and that
-    ``lr``.  Rows: one per step and ratio, with ``lr_ratio``, ``lr``, ``lambda_max``,
-    ``readout_share`` (as in ``sharpness``), ``step``, ``loss`` (minibatch),
+    so each run is bit-identical to ``training`` with ``optimizer="sgd"``, that ``lr``
+    and ``engine="loop"``.  Rows: one per step and ratio, with ``lr_ratio``, ``lr``,
+    ``lambda_max``, ``readout_share`` (as in ``sharpness``), ``step``, ``loss`` (minibatch),
     ``grad_norm``, ``test_loss`` (at logged steps), and the run's ``diverged_step`` (-1
     if none), ``stopped_step`` (always -1) and ``cause``.
     """

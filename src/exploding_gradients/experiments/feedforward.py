@@ -22,12 +22,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
 from ..activations import ACTIVATIONS
-from ..data import TASKS, Dataset, gaussian_inputs, make_images, make_sequences, make_task
+from ..data import (
+    OUTLIER_KINDS,
+    TASKS,
+    Dataset,
+    OutlierBatches,
+    gaussian_inputs,
+    make_images,
+    make_sequences,
+    make_task,
+    outlier_generator,
+    outlier_steps,
+)
 from ..engine import memory
 from ..engine.memory import ROW_BYTES
 from ..engine.params import ConfigError, Param
@@ -54,7 +66,9 @@ MODEL_PARAMS = (
           high=100.0),
     Param("normalization", "str", "none", "normalization after each Linear",
           choices=NORMALIZATIONS),
-    Param("residual", "bool", False, "wrap each hidden layer in a skip connection"),
+    Param("residual", "bool", False,
+          "wrap each hidden layer whose input and output sizes agree in a skip connection "
+          "(all but the first when the input's width or channels differ)"),
     Param("residual_scale", "float", 1.0,
           "multiplier of each residual branch, x + scale * block(x) (SkipInit-style when "
           "small)", low=0.0, high=100.0),
@@ -114,6 +128,21 @@ APPLIES_TO = {
 }
 
 TEST_SAMPLES = 1024  # size of the synthetic test set
+
+# Spikes on purpose: some minibatches of a run are outliers (see data.OutlierBatches).
+OUTLIER_PARAMS = (
+    Param("outlier_prob", "float", 0.0,
+          "probability that an episode of outlier minibatches starts at a step (0 = none)",
+          low=0.0, high=1.0),
+    Param("outlier_kind", "str", "inputs",
+          "what an outlier minibatch is: inputs multiplied by outlier_scale, or random labels",
+          choices=OUTLIER_KINDS),
+    Param("outlier_scale", "float", 10.0,
+          "input multiplier of an outlier batch (inputs); std of its random regression "
+          "targets (labels)", low=0.0, high=1e6),
+    Param("outlier_burst", "int", 1, "consecutive outlier minibatches per episode", low=1,
+          high=10**6),
+)
 
 
 def generator(seed: int) -> torch.Generator:
@@ -180,6 +209,28 @@ class Run:
     def batches(self, batch_size: int):
         """Minibatches of the training set, drawn from the run's generator."""
         return minibatches(self.data.x_train, self.data.y_train, batch_size, self.generator)
+
+
+def outlier_schedule(config: dict, seed: int) -> torch.Tensor:
+    """Which steps (0 .. ``steps``) of seed ``seed`` of a ``training`` config draw an
+    outlier minibatch: the first draws of the seed's :func:`..data.outlier_generator`."""
+    return outlier_steps(config["steps"] + 1, config["outlier_prob"], config["outlier_burst"],
+                         outlier_generator(seed))
+
+
+def run_batches(run: Run, config: dict, seed: int):
+    """The minibatches a ``training`` run draws: the run's own, some of them outliers if
+    ``outlier_prob`` > 0 (the labels of an outlier batch come from the same generator,
+    after the schedule)."""
+    batches = run.batches(config["batch_size"])
+    if not config.get("outlier_prob"):
+        return batches
+    gen = outlier_generator(seed)
+    schedule = outlier_steps(config["steps"] + 1, config["outlier_prob"],
+                             config["outlier_burst"], gen)
+    classes = run.data.d_out if run.data.task == "classification" else None
+    return OutlierBatches(batches, schedule, config["outlier_kind"], config["outlier_scale"],
+                          gen, classes)
 
 
 def build_run(config: dict, seed: int, device: torch.device | str = "cpu",
@@ -253,6 +304,9 @@ def check_architecture(config: dict) -> None:
         if config["init"] == "lsuv":
             raise ConfigError("parameter 'init': got 'lsuv'; allowed for "
                               f"architecture='transformer': {', '.join(SCHEMES[:-1])}")
+        if config.get("outlier_prob") and config.get("outlier_kind") == "inputs":
+            raise ConfigError("parameter 'outlier_kind': got 'inputs'; allowed for "
+                              "architecture='transformer': labels (its inputs are tokens)")
 
 
 def device_available(config: dict) -> None:
@@ -452,6 +506,10 @@ def _training_batched(config: dict, seeds: list[int]) -> list[pd.DataFrame]:
 def _batched_unsupported(config: dict) -> str:
     from ..ensemble import unsupported_reason
 
+    if config.get("outlier_prob", 0.0):
+        return "outlier minibatches are drawn in the per-seed loop"
+    if config.get("layer_detail", False):
+        return "the detailed per-layer monitor runs in the per-seed loop"
     return unsupported_reason(config)
 
 
@@ -462,13 +520,18 @@ def _batched_unsupported(config: dict) -> str:
     Param("steps", "int", 200, "optimizer steps", low=1, high=10**7),
     Param("batch_size", "int", 64, "minibatch size", low=1, high=65536),
     Param("log_every", "int", 10, "steps between per-layer samples", low=1, high=10**7),
-    Param("engine", "str", "loop",
-          "how several seeds are computed: one after another (loop) or as one batched "
-          "ensemble (batched: same results up to float rounding; configurations it does not "
-          "support run the loop)", choices=("loop", "batched")),
+    Param("layer_detail", "bool", False,
+          "also record, per layer at the sampled steps, the distributions of outputs and "
+          "weight gradients (quantiles, dead and saturated fractions), its update ratio and "
+          "the optimizer's moments"),
+    Param("engine", "str", "batched",
+          "how several seeds are computed: as one batched ensemble (batched, several times "
+          "faster; configurations it does not support run the loop) or one after another "
+          "(loop); the same results up to float rounding", choices=("loop", "batched")),
     Param("device", "str", "cpu", "where to train: cpu, cuda, or auto (cuda if available); "
           "minibatches are drawn on the CPU either way", choices=DEVICES),
-) + REMEDY_PARAMS + PRECISION_PARAMS, columns=TrainLog.COLUMNS + TrainLog.OUTCOME,
+) + OUTLIER_PARAMS + REMEDY_PARAMS + PRECISION_PARAMS,
+    columns=TrainLog.COLUMNS + TrainLog.OUTCOME,
     constraints=(check_architecture, batch_norm_batch, device_available, check_remedies,
                  check_precision),
     memory=_training_memory,
@@ -484,14 +547,93 @@ def training(config: dict, seed: int) -> pd.DataFrame:
     ``cause`` (``nan_loss``, ``inf_loss``, ``nan_grad``, ``inf_grad``) are repeated on
     every row of a run that diverged; -1 and "" otherwise.  ``stopped_step`` is the step
     where early stopping ended the run (``cause`` ``stopped_...``; the last row then
-    measures the restored weights), -1 otherwise.
+    measures the restored weights), -1 otherwise.  With ``outlier_prob`` > 0 some
+    minibatches are outliers (see ``OUTLIER_PARAMS``), and the table gains the column
+    ``outlier``: 1 on the per-step rows of those steps, 0 on the others.  With
+    ``layer_detail`` the per-layer rows gain :attr:`..train.TrainLog.DETAIL` and their
+    own ``update_ratio``.
     """
     run = build_run(config, seed, resolve_device(config["device"]))
-    log = train(run.model, run.batches(config["batch_size"]), run.data.loss,
+    log = train(run.model, run_batches(run, config, seed), run.data.loss,
                 optimizer=config["optimizer"], lr=config["lr"], steps=config["steps"],
                 remedies=Remedies.from_config(config), log_every=config["log_every"],
                 layers=run.layers(), final=run.final(),
                 evaluate=lambda m, batch: evaluate(m, run.data),
-                precision=Precision.from_config(config))
-    return log.table()
+                precision=Precision.from_config(config), detail=config["layer_detail"])
+    table = log.table(TrainLog.COLUMNS + (TrainLog.DETAIL if config["layer_detail"] else ()))
+    if config["outlier_prob"]:
+        hit = outlier_schedule(config, seed).numpy()
+        table["outlier"] = np.where(table["layer"] == 0, hit[table["step"].to_numpy()], np.nan)
+    return table
 
+
+
+# --------------------------------------------------------------------------- Jacobian
+
+WEIGHTS = ("gaussian", "orthogonal")
+
+
+def _jacobian_memory(config: dict) -> tuple[int, dict[str, int]]:
+    width = config["width"]
+    return 8, {"parameters": 2 * config["depth"] * (width * width + width),
+               "jacobian": 3 * width * width,
+               "results": ROW_BYTES // 8 * width * config["inputs"]}
+
+
+@experiment("jacobian_spectrum", (
+    Param("depth", "int", 30, "number of hidden layers", low=2, high=1000),
+    Param("width", "int", 128, "units per hidden layer (and input dimension)", low=1,
+          high=4096),
+    Param("activation", "str", "tanh", "nonlinearity after each hidden layer",
+          choices=tuple(ACTIVATIONS)),
+    Param("weights", "str", "gaussian",
+          "hidden weights: gaussian, N(0, sigma_w^2/width), or orthogonal, sigma_w times a "
+          "random orthogonal matrix (the same variance)", choices=WEIGHTS),
+    Param("sigma_w", "float", 1.0, "weight scale", low=0.0, high=100.0),
+    Param("sigma_b", "float", 0.0, "bias standard deviation", low=0.0, high=100.0),
+    Param("input_q", "float", 1.0, "mean squared input coordinate (layer 1 then has "
+          "q = sigma_w^2 input_q + sigma_b^2)", low=1e-8, high=1e4),
+    Param("inputs", "int", 1, "inputs, each with its own Jacobian", low=1, high=1000),
+), columns=("input", "index", "singular_value"), memory=_jacobian_memory)
+def jacobian_spectrum(config: dict, seed: int) -> pd.DataFrame:
+    """Singular values of the Jacobian dh^L/dh^1 of a freshly initialized MLP, per input.
+
+    This is the matrix that carries the gradient from the last hidden layer's
+    pre-activations back to the first's (delta^1 = J^T delta^L), the product
+    W^L D^{L-1} ... W^2 D^1 with D^l = diag(phi'(h^l)) (Pennington, Schoenholz & Ganguli
+    2017): its mean squared singular value is the mean-field prod chi^l, its spread is
+    what "dynamical isometry" asks to be small.  The network is the book's MLP
+    (:func:`..models.mlp.build_mlp`, ``init="normal"``, input dimension = width), whose
+    hidden weights are redrawn orthogonal for ``weights="orthogonal"``; the product is
+    formed in float64.  Rows: ``input``, ``index`` (1 = largest) and ``singular_value``.
+    """
+    gen = generator(seed)
+    width = config["width"]
+    model_config = {"width": width, "depth": config["depth"],
+                    "activation": config["activation"], "normalization": "none",
+                    "residual": False, "init": "normal", "sigma_w": config["sigma_w"],
+                    "sigma_b": config["sigma_b"]}
+    model = build_mlp(model_config, d_in=width, d_out=1, generator=gen)
+    linears = model.hidden_layers()
+    if config["weights"] == "orthogonal":
+        with torch.no_grad():
+            for linear in linears:
+                nn.init.orthogonal_(linear.weight, gain=config["sigma_w"], generator=gen)
+    x = gaussian_inputs(config["inputs"], width, gen).double() * config["input_q"] ** 0.5
+    act = model.blocks[0].act.double()
+    weights = [lin.weight.detach().double() for lin in linears]
+    biases = [lin.bias.detach().double() for lin in linears]
+    rows = []
+    for i, xi in enumerate(x):
+        h = weights[0] @ xi + biases[0]
+        jac = torch.eye(width, dtype=torch.float64)
+        for w, b in zip(weights[1:], biases[1:], strict=True):
+            z = h.clone().requires_grad_(True)
+            out = act(z)
+            (slope,) = torch.autograd.grad(out.sum(), z)
+            jac = w @ (slope[:, None] * jac)
+            h = w @ out.detach() + b
+        values = torch.linalg.svdvals(jac).numpy()
+        rows.append(pd.DataFrame({"input": i, "index": range(1, width + 1),
+                                  "singular_value": values}))
+    return pd.concat(rows, ignore_index=True)

@@ -28,7 +28,7 @@ import torch
 
 from ..data import adding_batch
 from ..engine.memory import ROW_BYTES
-from ..engine.params import Param
+from ..engine.params import ConfigError, Param
 from ..engine.registry import experiment
 from ..models.rnn import CELLS, GATES, Sequence, build_cell, matrix_stats, unroll
 from ..remedies import REMEDY_PARAMS, Remedies, check_remedies
@@ -68,14 +68,24 @@ CELL_PARAMS = (
           low=0.0, high=100.0),
     Param("input_std", "float", 1.0, "standard deviation of each unit's input drive U x_t",
           low=0.0, high=100.0),
+    Param("forget_bias", "float", 0.0,
+          "initial bias of the LSTM's forget gate (lstm only; 1 in Gers et al. 2000)",
+          low=-20.0, high=20.0),
 )
+
+
+def lstm_only_forget_bias(config: dict) -> None:
+    """``forget_bias`` sets the LSTM's forget gate: another cell has none."""
+    if config["forget_bias"] != 0 and config["cell"] != "lstm":
+        raise ConfigError(f"parameter 'forget_bias': got {config['forget_bias']}; allowed: "
+                          f"0 when cell={config['cell']!r} (only the LSTM has a forget gate)")
 
 
 @experiment("rnn_gradients", CELL_PARAMS + (
     Param("input_size", "int", 8, "input dimension (inputs x_t ~ N(0, I))", low=1, high=4096),
     Param("batch_size", "int", 32, "sequences in the batch", low=1, high=65536),
 ), columns=("lag", "grad_norm", "state_rms", "spectral_radius_measured", "sigma_max",
-            "sigma_w"), memory=_rnn_gradients_memory)
+            "sigma_w"), constraints=(lstm_only_forget_bias,), memory=_rnn_gradients_memory)
 def rnn_gradients(config: dict, seed: int) -> pd.DataFrame:
     """Norm of dL/dh_{T-k} at every lag k for a freshly initialized recurrent cell.
 
@@ -89,7 +99,8 @@ def rnn_gradients(config: dict, seed: int) -> pd.DataFrame:
     gen = generator(seed)
     hidden, batch, steps = config["hidden_size"], config["batch_size"], config["seq_len"]
     module = build_cell(config["cell"], config["input_size"], hidden, config["spectral_radius"],
-                        gen, config["input_std"], dtype=torch.float64)
+                        gen, config["input_std"], dtype=torch.float64,
+                        forget_bias=config["forget_bias"])
     x = torch.randn(steps, batch, config["input_size"], generator=gen, dtype=torch.float64)
     v = torch.randn(hidden, generator=gen, dtype=torch.float64)
     v = v / v.norm()
@@ -127,7 +138,7 @@ def build_recurrent_run(config: dict, seed: int) -> RecurrentRun:
     """The model and data stream of seed ``seed`` of an ``rnn_training`` config."""
     gen = generator(seed)
     cell = build_cell(config["cell"], 2, config["hidden_size"], config["spectral_radius"], gen,
-                      config["input_std"])
+                      config["input_std"], forget_bias=config["forget_bias"])
     return RecurrentRun(Sequence(cell, config["hidden_size"], gen),
                         generator(config["data_seed"]), config)
 
@@ -153,7 +164,8 @@ TRAINING_PARAMS = (
           low=1, high=10**7),
     Param("data_seed", "int", 0, "seed of the data stream (shared by all model seeds)", low=0,
           high=2**31 - 1),
-) + REMEDY_PARAMS, columns=TRAINING_COLUMNS + TrainLog.OUTCOME, constraints=(check_remedies,),
+) + REMEDY_PARAMS, columns=TRAINING_COLUMNS + TrainLog.OUTCOME,
+    constraints=(check_remedies, lstm_only_forget_bias),
     memory=_rnn_training_memory)
 def rnn_training(config: dict, seed: int) -> pd.DataFrame:
     """Train a recurrent cell on the adding problem (no remedy unless one is asked for).

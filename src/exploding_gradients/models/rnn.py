@@ -6,7 +6,9 @@ RNN is a Gaussian matrix rescaled so that its largest eigenvalue modulus is exac
 forget, cell, output; GRU: reset, update, new); each block is drawn independently and
 rescaled the same way.  Input weights are Gaussian with variance ``input_std^2 /
 input_size`` (each unit's input drive has standard deviation ``input_std``); all biases
-are zero.
+are zero, except the LSTM's forget gate, whose bias is ``forget_bias`` (0 by default;
+Gers, Schmidhuber & Cummins 2000 and Jozefowicz, Zaremba & Sutskever 2015 recommend 1,
+which makes the forget gate start near sigmoid(1) = 0.73 instead of 0.5).
 """
 
 from __future__ import annotations
@@ -30,16 +32,21 @@ def scaled_block(n: int, spectral_radius: float, generator: torch.Generator,
 
 def build_cell(cell: str, input_size: int, hidden_size: int, spectral_radius: float,
                generator: torch.Generator, input_std: float = 1.0,
-               dtype=torch.float32) -> nn.Module:
+               dtype=torch.float32, forget_bias: float = 0.0) -> nn.Module:
     """``nn.RNNCell`` (tanh), ``nn.LSTMCell`` or ``nn.GRUCell`` initialized from ``generator``.
 
-    Every parameter is overwritten, so the result depends on ``generator`` only.
+    Every parameter is overwritten, so the result depends on ``generator`` (and
+    ``forget_bias``) only.  ``forget_bias`` is the LSTM forget gate's initial bias (the
+    second of PyTorch's four gate blocks: input, forget, cell, output); it draws nothing
+    from ``generator``, and a nonzero value for another cell is an error.
     """
     classes = {"rnn": lambda: nn.RNNCell(input_size, hidden_size, nonlinearity="tanh"),
                "lstm": lambda: nn.LSTMCell(input_size, hidden_size),
                "gru": lambda: nn.GRUCell(input_size, hidden_size)}
     if cell not in classes:
         raise ValueError(f"unknown cell {cell!r}; allowed: {', '.join(CELLS)}")
+    if forget_bias and cell != "lstm":
+        raise ValueError(f"forget_bias is an LSTM parameter; got {forget_bias} for {cell!r}")
     module = classes[cell]().to(dtype)
     gates = GATES[cell]
     with torch.no_grad():
@@ -49,6 +56,8 @@ def build_cell(cell: str, input_size: int, hidden_size: int, spectral_radius: fl
                                            dtype=torch.float64) * input_std / input_size**0.5)
         module.bias_ih.zero_()
         module.bias_hh.zero_()
+        if cell == "lstm":
+            module.bias_ih[hidden_size:2 * hidden_size] = forget_bias
     return module
 
 

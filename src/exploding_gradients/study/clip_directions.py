@@ -3,7 +3,9 @@
 :func:`clip_directions` rebuilds a ``training`` or ``rnn_training`` run exactly, trains it
 unclipped to a given step and applies each clipping method of :mod:`..remedies` to a copy
 of that step's gradient; :func:`direction_summary` sums the per-tensor rows into the
-cosine between the raw and the clipped gradient of the whole network.
+cosine between the raw and the clipped gradient of the whole network.  :func:`weight_drift`
+retrains a run *with* its remedies and records how far each parameter tensor moved from
+its initial value at every step, so a page can say which layer a diverging run blew up.
 """
 
 from __future__ import annotations
@@ -22,6 +24,19 @@ from ..remedies import Remedies
 from ..train import train
 
 
+def _rebuilt(name: str, config: dict, seed: int):
+    """(resolved config, model, minibatch stream, loss) of experiment ``name``'s run, built
+    exactly as ``training`` / ``rnn_training`` build it."""
+    config = get(name).resolve(config)
+    if name == "training":
+        run = build_run(config, seed)
+        return config, run.model, run.batches(config["batch_size"]), run.data.loss
+    if name == "rnn_training":
+        run = build_recurrent_run(config, seed)
+        return config, run.model, run.batches(), torch.nn.functional.mse_loss
+    raise ValueError(f"clip_directions needs 'training' or 'rnn_training', got {name!r}")
+
+
 def _unclipped_model(name: str, config: dict, seed: int, after_steps: int):
     """The model of experiment ``name`` trained unclipped for ``after_steps`` steps, with
     the raw gradient of step ``after_steps`` in ``.grad``; also its final-layer parameters.
@@ -30,16 +45,8 @@ def _unclipped_model(name: str, config: dict, seed: int, after_steps: int):
     stream, same remedies except clipping), so the gradient is the one the unclipped run
     logs as ``grad_norm`` at that step.
     """
-    config = get(name).resolve(config)
+    config, model, batches, loss_fn = _rebuilt(name, config, seed)
     remedies = dataclasses.replace(Remedies.from_config(config), clip="none")
-    if name == "training":
-        run = build_run(config, seed)
-        model, batches, loss_fn = run.model, run.batches(config["batch_size"]), run.data.loss
-    elif name == "rnn_training":
-        run = build_recurrent_run(config, seed)
-        model, batches, loss_fn = run.model, run.batches(), torch.nn.functional.mse_loss
-    else:
-        raise ValueError(f"clip_directions needs 'training' or 'rnn_training', got {name!r}")
     log = train(model, batches, loss_fn, optimizer=config["optimizer"], lr=config["lr"],
                 steps=after_steps, remedies=remedies, layers={})
     if log.diverged_step is not None:  # no finite gradient at that step: say so with NaN
@@ -114,3 +121,43 @@ def direction_summary(df: pd.DataFrame, by: list[str] | None = None) -> pd.DataF
     sums["norm_ratio"] = clipped / raw
     sums["fraction_changed"] = sums["changed"] / sums["numel"]
     return sums[[*keys, "cosine", "norm_ratio", "fraction_changed"]]
+
+
+def weight_drift(name: str, config: dict, seed: int) -> pd.DataFrame:
+    """How far each parameter tensor of a run moved from its initial value, step by step.
+
+    Experiment ``name`` (``training`` or ``rnn_training``) with ``config`` and ``seed`` is
+    rebuilt exactly and trained with its own remedies (clipping included) by the one
+    training loop, so its losses are the experiment's (the per-layer monitor and the test
+    evaluations, which change nothing, are left out).  Rows: one per (step, parameter)
+    with ``step`` (the weights as step ``step`` finds them, before its update), ``param``,
+    ``layer`` (hidden layer number of an MLP's ``blocks.i`` parameters, else NaN),
+    ``matrix``, ``final`` (the output layer, which AGC leaves unclipped), ``init_norm``
+    (||W_0||), ``distance`` (||W_t - W_0||, in float64; inf or NaN once the weights are
+    no longer finite), the step's ``loss`` and the run's ``diverged_step`` (-1 if none).
+    """
+    config, model, batches, loss_fn = _rebuilt(name, config, seed)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    start = [p.detach().double().clone() for _, p in named]
+    distances: list[list[float]] = []
+
+    def record(step: int, m: torch.nn.Module) -> None:
+        distances.append([(p.detach().double() - p0).norm().item()
+                          for (_, p), p0 in zip(named, start, strict=True)])
+
+    final_ids = {id(p) for p in model.readout.parameters()}
+    log = train(model, batches, loss_fn, optimizer=config["optimizer"], lr=config["lr"],
+                steps=config["steps"], remedies=Remedies.from_config(config),
+                log_every=config["log_every"], layers={}, final=tuple(model.readout.parameters()),
+                on_step=record)
+    layers = [re.match(r"blocks\.(\d+)\.", n) for n, _ in named]
+    fixed = pd.DataFrame({
+        "param": [n for n, _ in named],
+        "layer": [int(m.group(1)) + 1 if m else float("nan") for m in layers],
+        "matrix": [p.ndim > 1 for _, p in named],
+        "final": [id(p) in final_ids for _, p in named],
+        "init_norm": [p0.norm().item() for p0 in start]})
+    losses = [row["loss"] for row in log.steps]
+    return pd.concat([fixed.assign(step=step, distance=d, loss=losses[step])
+                      for step, d in enumerate(distances)], ignore_index=True).assign(
+        diverged_step=-1 if log.diverged_step is None else log.diverged_step, seed=seed)

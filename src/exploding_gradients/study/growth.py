@@ -1,7 +1,7 @@
 """Growth factors and seed spread: how a gradient norm changes per layer or per time step.
 
 Every measured factor here is a least-squares slope of a log-norm against the layer (or
-lag), fitted per seed; :func:`fit_log_slope` is that one fit, so a prediction compared
+lag), fitted per seed; :func:`log_slope` is that one fit, so a prediction compared
 with a measurement can be reduced by the very same estimator.
 """
 
@@ -78,6 +78,23 @@ def relative_to_last(df: pd.DataFrame, column: str, by: list[str] | None = None)
     last = df.groupby(keys, sort=False)[column].transform(
         lambda s: s.loc[df.loc[s.index, "layer"].idxmax()])
     return df[column] / last
+
+
+def gradient_scale(df: pd.DataFrame, by: list[str] | None = None) -> pd.Series:
+    """Philipp, Song & Carbonell's (2018) gradient scale coefficient of each layer relative
+    to the last hidden layer of the same seed (and group), estimated from a
+    ``signal_propagation``-like table: GSC(l, L) = (||delta^l|| / ||delta^L||)
+    sqrt(preact_var^l / preact_var^L).
+
+    The backward ratio stands for the Jacobian's quadratic-mean norm ||J_Ll||_qm, which it
+    equals when delta^L is a random direction for the Jacobian (the independence that
+    mean-field theory assumes); the forward ratio is ||h^l|| / ||h^L||.  Multiplying every
+    layer's output by a constant leaves the GSC unchanged, so it tells a pure rescaling
+    (flat at 1) from a real imbalance between layers.
+    """
+    backward = relative_to_last(df, "delta_norm", by)
+    forward = np.sqrt(relative_to_last(df, "preact_var", by))
+    return backward * forward
 
 
 def growth_table(df: pd.DataFrame, column: str, predicted) -> pd.DataFrame:

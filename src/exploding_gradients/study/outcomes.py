@@ -36,8 +36,14 @@ def _last(s: pd.Series) -> float:
     return float(s.iloc[-1]) if len(s) else math.nan
 
 
+#: A run whose final loss ends above this many times its first loss *blew up*, NaN or not
+#: (the science review's "loss > 10x initial"): a run can climb to 10^8 times its start
+#: without ever overflowing, and "did not diverge" would then read as a success.
+BLOW_UP = 10.0
+
+
 def run_outcomes(runs: pd.DataFrame, by: list[str] | None = None,
-                 tail: float | None = None) -> pd.DataFrame:
+                 tail: float | None = None, blow_up: float = BLOW_UP) -> pd.DataFrame:
     """One row per (``by``, seed) of a training-like table: how the run ended.
 
     * ``diverged`` / ``diverged_step``: loss or gradient became NaN/Inf (-1 if not);
@@ -51,6 +57,9 @@ def run_outcomes(runs: pd.DataFrame, by: list[str] | None = None,
     * ``first_grad_norm``, ``max_grad_norm`` (largest finite) and ``spike`` (largest
       finite over the median finite gradient norm); ``first_update_ratio`` (of step 0).
     * ``lag_ratio_start`` / ``lag_ratio_end`` (recurrent runs: first and last sampled).
+    * ``blew_up``: diverged, or the final loss above ``blow_up`` times the first (the test
+      losses when the table has them, else the training losses), or no finite final loss
+      (:data:`BLOW_UP`); a superset of ``diverged``.
 
     ``by`` columns with missing values (points of a sweep that did not set them) are kept.
     """
@@ -90,6 +99,9 @@ def run_outcomes(runs: pd.DataFrame, by: list[str] | None = None,
             "first_update_ratio": _first(ratio[g["step"] == 0]) if len(ratio) else math.nan,
             "lag_ratio_start": _first(lag), "lag_ratio_end": _last(lag),
         })
+        first, last = ((rows[-1]["first_test_loss"], rows[-1]["final_test_loss"])
+                       if len(test) else (first_loss, final_loss))
+        rows[-1]["blew_up"] = bool(diverged or not last <= blow_up * first)
     return pd.DataFrame(rows)
 
 

@@ -161,7 +161,7 @@ def loss_panel(ax: plt.Axes, runs: pd.DataFrame, by_col: str, keys: list, labels
     if any_div:
         handles.append(plt.Line2D([], [], marker="X", color="gray", linestyle="", markersize=9))
         names.append("diverged (NaN/Inf) at this step")
-    ax.legend(handles, names, fontsize=9)
+    ax.legend(handles, names)
     if title:
         ax.set_title(title)
 
@@ -229,7 +229,7 @@ def outcome_legend(fig: plt.Figure, labels: dict, order: list, reference_label: 
                                     label=reference_label))
     handles.extend(extra)
     fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0),
-               ncol=ncol or len(handles), fontsize=9)
+               ncol=ncol or len(handles))
 
 
 def per_step(ax: plt.Axes, runs: pd.DataFrame, column: str, group: str, labels: dict) -> None:
@@ -240,6 +240,26 @@ def per_step(ax: plt.Axes, runs: pd.DataFrame, column: str, group: str, labels: 
         sub = whole[whole[group] == key].pivot(index="step", columns="seed", values=column)
         band(ax, sub.index, sub, i, label)
     ax.set_xlabel("step")
+
+
+def legend_below(fig: plt.Figure, handles: list | None = None, labels: list | None = None,
+                 ncol: int = 2) -> None:
+    """One legend for the whole figure, under its panels and inside the figure: the
+    entries of every axes (each label once, in order of appearance) unless ``handles``
+    and ``labels`` are given.  The panels are laid out by ``tight_layout`` above a strip
+    kept free for the legend's rows, so neither the legend nor the provenance
+    :func:`stamp` runs into the axes' labels, and the figure keeps its width."""
+    if handles is None:
+        seen: dict = {}
+        for ax in fig.get_axes():
+            for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                if not label.startswith("_"):
+                    seen.setdefault(label, h)
+        labels, handles = list(seen), list(seen.values())
+    rows = -(-len(labels) // ncol)
+    strip = (0.3 * rows + 0.15) / fig.get_figheight()
+    fig.tight_layout(rect=(0, strip, 1, 1))
+    fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=ncol)
 
 
 def theory_legend(ax: plt.Axes) -> None:

@@ -24,8 +24,9 @@ def number(value, digits: int = 3, missing: str = "–") -> str:
         return "∞" if value > 0 else "−∞"
     if value == 0 or 1e-3 <= abs(value) < 1e4:
         text = f"{value:.{digits}g}"
-        if "e" not in text:
-            return text.replace("-", "−")
+        if "e" in text:  # more integer digits than significant ones: 1e+02 is 100
+            text = str(int(float(text)))
+        return text.replace("-", "−")
     mantissa, exponent = f"{value:.{digits - 1}e}".split("e")
     mantissa = mantissa.rstrip("0").rstrip(".") if "." in mantissa else mantissa
     power = f"10{str(int(exponent)).translate(_SUPERSCRIPT)}"
@@ -43,3 +44,16 @@ def table(df: pd.DataFrame, digits: int = 3, missing: str = "–",
         if column not in formats and pd.api.types.is_float_dtype(df[column]):
             formats[column] = lambda v, d=digits: number(v, d, missing)
     return df.style.format(formats, na_rep=missing).hide()
+
+
+def median_range(values, digits: int = 3, missing: str = "–") -> str:
+    """``"median [min, max]"`` of the non-missing ``values``, each by :func:`number`; a
+    single value alone; ``missing`` when there is none (as ``study.outcomes.med_range``,
+    written for readers)."""
+    values = pd.Series(values, dtype=float).dropna()
+    if values.empty:
+        return missing
+    if len(values) == 1:
+        return number(values.iloc[0], digits)
+    return (f"{number(values.median(), digits)} [{number(values.min(), digits)}, "
+            f"{number(values.max(), digits)}]")

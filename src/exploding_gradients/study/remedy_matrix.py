@@ -16,13 +16,21 @@ Outcome of one run, the same definitions for every cell:
 * **trivial loss**: the loss of the best constant prediction, which needs no learning:
   the entropy of the test labels (classification), half their variance (regression,
   whose loss is 0.5 MSE), 1/6 for the adding problem (always predict 1).
-* **stalled**: did not diverge, but its final loss is above ``stall_threshold`` (0.9)
+* **blew up**: diverged, or its final loss ended above ``blowup_factor`` (10) times its
+  initial loss: a loss that climbed by orders of magnitude without reaching NaN is a
+  divergence too (:func:`.outcomes.run_outcomes`'s ``blew_up``).
+* **stalled**: did not blow up, but its final loss is above ``stall_threshold`` (0.9)
   times the trivial loss: it learned less than 10% of what separates a constant guess
-  from a perfect fit, whether it sat still or drifted upwards without reaching NaN.
+  from a perfect fit.
+
+The outcome is also read at the earlier checkpoints of every run (a quarter, half and
+three quarters of its steps, :data:`CHECKPOINTS`), as if the run had ended there: the
+verdict of a cell against the step budget (:func:`at_budget`).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -35,8 +43,9 @@ from ..engine.params import ConfigError
 from ..engine.registry import get
 from ..engine.runner import check_seeds
 from ..engine.runner import run as run_experiment
-from ..experiments.feedforward import make_data
+from ..experiments.feedforward import DATA_PARAMS, make_data
 from .outcomes import run_outcomes
+from .readable import number
 from .timing import time_ratios
 
 
@@ -68,9 +77,9 @@ CAUSES: dict[str, Cause] = {c.name: c for c in (
     Cause("batch_norm", "batch norm without skips", "normalization", "training",
           dict(activation="relu", init="he", normalization="batch"),
           dict(normalization="none")),
-    Cause("lr_large", "learning rate too large (0.1)", "learning_rate", "training",
+    Cause("lr_large", "learning rate too large (0.2)", "learning_rate", "training",
           dict(activation="relu", init="he", depth=4, optimizer="sgd", task="regression",
-               lr=0.1), dict(lr=0.01)),
+               lr=0.2), dict(lr=0.01)),
     Cause("inputs", "unnormalized inputs (scales 1-100)", "normalization", "training",
           dict(activation="relu", init="he", depth=3, optimizer="sgd", lr=0.1,
                input_scale_spread=100.0), dict(input_scale_spread=1.0)),
@@ -78,6 +87,33 @@ CAUSES: dict[str, Cause] = {c.name: c for c in (
           "rnn_training", dict(cell="rnn", spectral_radius=3.0, hidden_size=32, seq_len=40,
                                optimizer="adam", lr=0.01), dict(seq_len=5)),
 )}
+
+
+#: The experiment that measures a network's gradients at initialization, for each kind of
+#: training run (a cause's ``experiment``).
+AT_INIT = {"training": "signal_propagation", "rnn_training": "rnn_gradients"}
+
+
+def init_config(cause: Cause, config: dict) -> dict:
+    """The part of a training ``config`` that the cause's :data:`AT_INIT` experiment
+    takes: the same network, without the training settings."""
+    keys = {p.name for p in get(AT_INIT[cause.experiment]).params}
+    return {k: v for k, v in config.items() if k in keys}
+
+
+def log10_amplification(at_init: pd.DataFrame, config: dict) -> float:
+    """Median over seeds of log10(gradient at the input end / gradient at the loss end):
+    the first over the last hidden layer of an MLP, the first over the last time step of
+    a recurrent network (lags ``seq_len - 1`` and 0)."""
+    if "lag" in at_init:
+        def ratio(g):
+            return (g.grad_norm[g.lag == config["seq_len"] - 1].iloc[0]
+                    / g.grad_norm[g.lag == 0].iloc[0])
+    else:
+        def ratio(g):
+            g = g.sort_values("layer")
+            return g.delta_norm.iloc[0] / g.delta_norm.iloc[-1]
+    return float(np.log10(at_init.groupby("seed").apply(ratio, include_groups=False)).median())
 
 
 @dataclass(frozen=True)
@@ -92,6 +128,8 @@ class Settings:
     stop_factor: float = 10.0  # early stopping: loss above this x the first loss
     adam_lr: float = 1e-3  # Adam's own default learning rate (Kingma & Ba 2015)
     stall_threshold: float = 0.9  # stalled: final loss > this x the trivial loss
+    dropout: float = 0.1  # dropout probability after every hidden activation
+    blowup_factor: float = 10.0  # blew up: final loss > this x the initial loss
 
 
 @dataclass(frozen=True)
@@ -146,6 +184,8 @@ REMEDIES: dict[str, Remedy] = {r.name: r for r in (
            lambda c, s, k: dict(penalty="l2", penalty_strength=s.l2)),
     Remedy("early_stopping", "early stopping", "optimization",
            lambda c, s, k: dict(stop_factor=s.stop_factor)),
+    Remedy("dropout", "dropout", "optimization", lambda c, s, k: dict(dropout=s.dropout),
+           not_for={"long_rnn": "the recurrent cell has no dropout"}),
     Remedy("lstm", "LSTM cell", "architecture", lambda c, s, k: dict(cell="lstm"),
            not_for={c: _FEEDFORWARD for c in ("weights_large", "weights_small",
                                               "tanh_chaotic", "batch_norm", "lr_large",
@@ -156,13 +196,15 @@ REMEDIES: dict[str, Remedy] = {r.name: r for r in (
 
 
 def cause_config(cause: str, *, steps: int, depth: int = 30, width: int = 64,
-                 n_train: int = 512, batch_size: int = 64) -> dict:
+                 n_train: int = 512, batch_size: int = 64, engine: str = "loop") -> dict:
     """The failing configuration of ``cause`` with the common training settings.
 
     MLPs: SGD with momentum 0.9 at lr 0.01, ReLU, width ``width``, ``depth`` hidden layers,
     unless the cause says otherwise.  Test loss (and the per-layer statistics) are sampled
     every ``steps // 4`` steps and at the last step: the samples early stopping chooses
-    from.  (Sampling is a large part of a short run's cost, hence so few.)
+    from.  (Sampling is a large part of a short run's cost, hence so few.)  ``engine``
+    (MLPs only): ``"batched"`` trains the seeds of a cell as one ensemble where the
+    configuration allows it (same results up to float rounding).
     """
     c = CAUSES[cause]
     log_every = max(1, steps // 4)
@@ -170,6 +212,8 @@ def cause_config(cause: str, *, steps: int, depth: int = 30, width: int = 64,
         return dict(c.failing, steps=steps, log_every=log_every)
     base = dict(depth=depth, width=width, optimizer="momentum", lr=0.01, n_train=n_train,
                 batch_size=batch_size, steps=steps, log_every=log_every)
+    if engine != "loop":
+        base["engine"] = engine
     return {**base, **c.failing}
 
 
@@ -191,7 +235,15 @@ def trivial_loss(experiment: str, config: dict) -> float:
     """Loss of the best constant prediction on the data the final loss is measured on."""
     if experiment == "rnn_training":
         return ADDING_BASELINE_MSE
-    data = make_data(get("training").resolve(config))
+    resolved = get("training").resolve(config)
+    return _trivial_training_loss(tuple((p.name, resolved[p.name]) for p in DATA_PARAMS))
+
+
+@functools.lru_cache(maxsize=64)
+def _trivial_training_loss(data_params: tuple) -> float:
+    """:func:`trivial_loss` of one data set (its :data:`DATA_PARAMS`), computed once: the
+    cells of a row share their data."""
+    data = make_data(dict(data_params))
     y = data.y_test
     if data.task == "classification":
         p = np.bincount(y.numpy(), minlength=data.d_out) / len(y)
@@ -208,43 +260,96 @@ def constant_accuracy(config: dict) -> float:
     return float(np.bincount(data.y_test.numpy()).max() / len(data.y_test))
 
 
-def outcome(runs: pd.DataFrame, experiment: str, trivial: float,
-            stall_threshold: float = Settings.stall_threshold) -> pd.DataFrame:
-    """Per seed of one cell: diverged, stopped, stalled, and the losses they rest on.
+#: The fractions of a run's steps at which its outcome is also read (:func:`at_budget`).
+CHECKPOINTS = (0.25, 0.5, 0.75)
 
-    Columns: seed, diverged, stopped, stalled, initial_loss, final_loss, trivial_loss,
-    loss_ratio (final / initial), baseline_ratio (final / trivial; inf when diverged),
-    test_accuracy (NaN unless classification), diverged_step, stopped_step.
+
+def outcome(runs: pd.DataFrame, experiment: str, trivial: float,
+            stall_threshold: float = Settings.stall_threshold,
+            blowup_factor: float = Settings.blowup_factor) -> pd.DataFrame:
+    """Per seed of one cell: diverged, blew up, stopped, stalled, and the losses they
+    rest on.
+
+    Columns: seed, diverged, blew_up, stopped, stalled, initial_loss, final_loss,
+    trivial_loss, loss_ratio (final / initial), baseline_ratio (final / trivial; inf when
+    it blew up), test_accuracy (NaN unless classification), diverged_step, stopped_step,
+    and per checkpoint fraction q of :data:`CHECKPOINTS` (``q25``, ``q50``, ``q75``): the
+    step, ``blew_up_qNN`` and ``baseline_ratio_qNN`` as if the run had ended there.
     """
     recurrent = experiment == "rnn_training"
-    per_run = run_outcomes(runs, tail=0.1 if recurrent else None).sort_values("seed")
+    tail = 0.1 if recurrent else None
+    per_run = run_outcomes(runs, tail=tail, blow_up=blowup_factor).sort_values("seed")
     if recurrent:  # the loss of fresh batches; no test set, no accuracy
         initial, final = per_run["first_loss"], per_run["final_loss"]
         accuracy = pd.Series(math.nan, index=per_run.index)
     else:
         initial, final = per_run["first_test_loss"], per_run["final_test_loss"]
         accuracy = per_run["final_accuracy"]
-    diverged = per_run["diverged"]
-    ratio = (final / trivial).where(~diverged, math.inf)
-    return pd.DataFrame({
-        "seed": per_run["seed"], "diverged": diverged, "stopped": per_run["stopped"],
-        "stalled": ~diverged & ~(ratio <= stall_threshold),  # NaN counts as stalled
+    diverged, blew_up = per_run["diverged"], per_run["blew_up"]
+    ratio = (final / trivial).where(~blew_up, math.inf)
+    out = pd.DataFrame({
+        "seed": per_run["seed"], "diverged": diverged, "blew_up": blew_up,
+        "stopped": per_run["stopped"],
+        "stalled": ~blew_up & ~(ratio <= stall_threshold),  # NaN counts as stalled
         "initial_loss": initial, "final_loss": final, "trivial_loss": trivial,
         "loss_ratio": (final / initial).where(~diverged, math.inf), "baseline_ratio": ratio,
         "test_accuracy": accuracy, "diverged_step": per_run["diverged_step"],
         "stopped_step": per_run["stopped_step"]}).reset_index(drop=True)
+    steps = int(per_run["last_step"].max())
+    whole = runs if "layer" not in runs else runs[runs["layer"] == 0]
+    for q in CHECKPOINTS:
+        at = int(round(q * steps))
+        early = whole[whole["step"] <= at].copy()
+        for column in ("diverged_step", "stopped_step"):  # events after ``at``: not yet
+            if column in early:
+                early.loc[early[column] > at, column] = -1
+        per = run_outcomes(early, tail=tail, blow_up=blowup_factor).set_index("seed")
+        per = per.loc[out["seed"]]
+        final = (per["final_loss"] if recurrent else per["final_test_loss"]).to_numpy()
+        blown = per["blew_up"].to_numpy()
+        tag = f"q{round(100 * q)}"
+        out[tag] = at
+        out[f"blew_up_{tag}"] = blown
+        out[f"baseline_ratio_{tag}"] = np.where(blown, math.inf, final / trivial)
+    return out
+
+
+def at_budget(df: pd.DataFrame, q: float, stall_threshold: float = Settings.stall_threshold
+              ) -> pd.DataFrame:
+    """The rows of :func:`run_matrix` as if every run had ended at checkpoint ``q`` (a
+    fraction of :data:`CHECKPOINTS`, or 1 for the end): blew_up, baseline_ratio and
+    stalled replaced by their values there; a run early stopping ended later counts as
+    not stopped.  Not-applicable rows pass through."""
+    if q == 1:
+        return df
+    tag = f"q{round(100 * q)}"
+    out = df.copy()
+    ok = out["applicable"].astype(bool)
+    blown = out.loc[ok, f"blew_up_{tag}"].astype(bool)
+    ratio = out.loc[ok, f"baseline_ratio_{tag}"].astype(float)
+    out.loc[ok, "blew_up"] = blown
+    out.loc[ok, "diverged"] = out.loc[ok, "diverged"].astype(bool) & (
+        out.loc[ok, "diverged_step"] <= out.loc[ok, tag])
+    out.loc[ok, "stopped"] = out.loc[ok, "stopped"].astype(bool) & (
+        out.loc[ok, "stopped_step"] <= out.loc[ok, tag])
+    out.loc[ok, "baseline_ratio"] = ratio
+    out.loc[ok, "stalled"] = ~blown & ~(ratio <= stall_threshold)
+    out.loc[ok, "loss_ratio"] = math.nan
+    return out
 
 
 def run_matrix(seeds: int, steps: int, *, depth: int = 30, width: int = 64,
                n_train: int = 512, batch_size: int = 64, settings: Settings | None = None,
-               causes: Iterable[str] | None = None, remedies: Iterable[str] | None = None
-               ) -> pd.DataFrame:
+               causes: Iterable[str] | None = None, remedies: Iterable[str] | None = None,
+               engine: str = "loop") -> pd.DataFrame:
     """Train every applicable (cause, remedy) cell for seeds ``0 .. seeds-1``.
 
     One row per cause x remedy x seed, in the order of :data:`CAUSES` and
     :data:`REMEDIES`: ``applicable`` and, when not, ``note`` (why); otherwise the
     columns of :func:`outcome`.  Runs go through :func:`.experiments.run`, so they are
     cached; identical cells (He init as a remedy and as the cause removed) run once.
+    ``engine="batched"`` trains the seeds of each feed-forward cell as one ensemble where
+    the configuration allows it (:func:`cause_config`).
     """
     settings = settings or Settings()
     check_seeds(seeds)
@@ -255,7 +360,7 @@ def run_matrix(seeds: int, steps: int, *, depth: int = 30, width: int = 64,
         if unknown:
             raise ConfigError(f"unknown names {unknown}; known: {', '.join(known)}")
     common = dict(steps=steps, depth=depth, width=width, n_train=n_train,
-                  batch_size=batch_size)
+                  batch_size=batch_size, engine=engine)
     tables = []
     for cause in causes:
         experiment = CAUSES[cause].experiment
@@ -268,7 +373,7 @@ def run_matrix(seeds: int, steps: int, *, depth: int = 30, width: int = 64,
                 continue
             runs = run_experiment(experiment, config, seeds=seeds)
             cell = outcome(runs, experiment, trivial_loss(experiment, config),
-                           settings.stall_threshold)
+                           settings.stall_threshold, settings.blowup_factor)
             tables.append(cell.assign(**label, applicable=True, note=""))
     out = pd.concat(tables, ignore_index=True)
     front = ["cause", "remedy", "seed", "applicable", "note"]
@@ -276,9 +381,10 @@ def run_matrix(seeds: int, steps: int, *, depth: int = 30, width: int = 64,
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    """Per (cause, remedy) cell: counts and fractions of diverged/stalled/stopped runs,
-    the median and range over seeds of final/trivial loss (diverged runs count as +inf)
-    and of final/initial loss, and ``fixed``: applicable, no run diverged, none stalled."""
+    """Per (cause, remedy) cell: counts and fractions of diverged/blown-up/stalled/stopped
+    runs, ``learned`` (neither blown up nor stalled), the median and range over seeds of
+    final/trivial loss (blown-up runs count as +inf) and of final/initial loss, and
+    ``fixed``: applicable, every run learned (none blew up, none stalled)."""
     rows = []
     for (cause, remedy), cell in df.groupby(["cause", "remedy"], sort=False):
         row = {"cause": cause, "remedy": remedy, "applicable": bool(cell["applicable"].all()),
@@ -288,6 +394,9 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
             n = len(cell)
             row.update({
                 "diverged": int(cell["diverged"].sum()), "stalled": int(cell["stalled"].sum()),
+                "blew_up": int(cell["blew_up"].sum()),
+                "learned": int((~cell["blew_up"].astype(bool)
+                                & ~cell["stalled"].astype(bool)).sum()),
                 "stopped": int(cell["stopped"].sum()),
                 "frac_diverged": cell["diverged"].mean(), "frac_stalled": cell["stalled"].mean(),
                 "median_ratio": float(np.median(ratio)), "min_ratio": float(ratio.min()),
@@ -295,7 +404,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
                 "median_loss_ratio": float(np.median(cell["loss_ratio"].to_numpy(float))),
                 "median_accuracy": float(cell["test_accuracy"].median()),
             })
-            row["fixed"] = row["diverged"] == 0 and row["stalled"] == 0 and n > 0
+            row["fixed"] = row["learned"] == n and n > 0
         else:
             row["fixed"] = False
         rows.append(row)
@@ -303,7 +412,8 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def outcome_text(row: pd.Series) -> str:
-    """One summarized cell in words, e.g. "fixed (median 0.72)", "3/3 diverged",
+    """One summarized cell in words, e.g. "fixed (median 0.72)", "3/3 blew up (2 to
+    NaN/Inf)",
     "2/3 stalled, median 0.95", "not applicable"."""
     if not row["applicable"]:
         return "not applicable"
@@ -313,8 +423,9 @@ def outcome_text(row: pd.Series) -> str:
     if row["fixed"]:
         return f"fixed ({where})"
     parts = []
-    if row["diverged"]:
-        parts.append(f"{int(row['diverged'])}/{n} diverged")
+    if row["blew_up"]:
+        nan = f" ({int(row['diverged'])} to NaN/Inf)" if row["diverged"] else ""
+        parts.append(f"{int(row['blew_up'])}/{n} blew up{nan}")
     if row["stalled"]:
         parts.append(f"{int(row['stalled'])}/{n} stalled")
     return ", ".join(parts + ([where] if where else []))
@@ -403,26 +514,28 @@ def _fmt(value) -> str:
 
 def cell_text(row: pd.Series) -> str:
     """What a heatmap cell says: median final/trivial loss (✓ when the cell is fixed),
-    then how many runs diverged (✕) and stalled."""
+    then how many runs blew up (✕) and stalled."""
     if not row["applicable"]:
         return "n/a"
     n = int(row["seeds"])
     median = row["median_ratio"]
-    lines = ["✕" if math.isinf(median) else f"{median:.2g}" + (" ✓" if row["fixed"] else "")]
-    if row["diverged"]:
-        lines.append(f"{int(row['diverged'])}/{n} ✕")
+    lines = ["✕" if math.isinf(median) else number(median, 2) + (" ✓" if row["fixed"] else "")]
+    counts = []
+    if row["blew_up"]:
+        counts.append(f"{int(row['blew_up'])}/{n} ✕")
     if row["stalled"]:
-        lines.append(f"{int(row['stalled'])}/{n} stall")
-    return "\n".join(lines)
+        counts.append(f"{int(row['stalled'])}/{n} st")
+    return "\n".join(lines + counts)
 
 
 def plot_matrix(ax, summary: pd.DataFrame, low: float = 1.0, high: float = 2.0,
-                cmap: str = "RdBu_r"):
-    """Heatmap of the median final/trivial loss (log10, centred at 1) with counts as text.
+                cmap: str = "RdBu_r", fontsize: float = 10.0, labels: dict | None = None):
+    """Heatmap of the median final/trivial loss (log10, centred at 1) with counts as text:
+    one row per remedy, one column per cause (labels: ``labels`` or the causes' own).
 
-    The colour saturates at 10^-``low`` (blue) and 10^``high`` (red); diverged medians
+    The colour saturates at 10^-``low`` (blue) and 10^``high`` (red); blown-up medians
     take the top colour; fixed cells get a black frame and a ✓; not-applicable cells are
-    hatched grey; the reference column ("cause removed") is set apart by a gap.  Returns
+    hatched grey; the reference row ("cause removed") is set apart by a gap.  Returns
     the colour mapping (for a colour bar).
     """
     import matplotlib as mpl
@@ -430,17 +543,18 @@ def plot_matrix(ax, summary: pd.DataFrame, low: float = 1.0, high: float = 2.0,
     causes = list(dict.fromkeys(summary["cause"]))
     remedies = list(dict.fromkeys(summary["remedy"]))
     cells = summary.set_index(["cause", "remedy"])
-    x_of = {r: i + (0.35 if REMEDIES[r].reference else 0.0) for i, r in enumerate(remedies)}
+    y_of = {r: i + (0.3 if REMEDIES[r].reference else 0.0) for i, r in enumerate(remedies)}
     norm = mpl.colors.TwoSlopeNorm(vmin=-low, vcenter=0.0, vmax=high)
     colormap = mpl.colormaps[cmap]
-    for i, cause in enumerate(causes):
+    for x, cause in enumerate(causes):
         for remedy in remedies:
             row = cells.loc[(cause, remedy)]
-            x, y = x_of[remedy], i
+            y = y_of[remedy]
             if not row["applicable"]:
                 ax.add_patch(mpl.patches.Rectangle((x - 0.5, y - 0.5), 1, 1, facecolor="0.9",
                                                    edgecolor="0.6", hatch="///", linewidth=0))
-                ax.text(x, y, "n/a", ha="center", va="center", fontsize=7, color="0.35")
+                ax.text(x, y, "n/a", ha="center", va="center", fontsize=fontsize,
+                        color="0.35")
                 continue
             ratio = row["median_ratio"]
             value = np.clip(np.log10(ratio), -low, high) if ratio > 0 else -low
@@ -448,17 +562,18 @@ def plot_matrix(ax, summary: pd.DataFrame, low: float = 1.0, high: float = 2.0,
             ax.add_patch(mpl.patches.Rectangle((x - 0.5, y - 0.5), 1, 1, facecolor=color,
                                                edgecolor="white", linewidth=1))
             if row["fixed"]:
-                ax.add_patch(mpl.patches.Rectangle((x - 0.44, y - 0.44), 0.88, 0.88,
+                ax.add_patch(mpl.patches.Rectangle((x - 0.46, y - 0.44), 0.92, 0.88,
                                                    facecolor="none", edgecolor="black",
                                                    linewidth=1.6, zorder=2))
             dark = sum(color[:3]) / 3 < 0.5
-            ax.text(x, y, cell_text(row), ha="center", va="center", fontsize=7,
-                    color="white" if dark else "black", linespacing=1.1, zorder=3)
-    ax.set_xlim(-0.5, max(x_of.values()) + 0.5)
-    ax.set_ylim(len(causes) - 0.5, -0.5)
-    ax.set_xticks([x_of[r] for r in remedies], [REMEDIES[r].label for r in remedies],
-                  rotation=40, ha="right", rotation_mode="anchor")
-    ax.set_yticks(range(len(causes)), [CAUSES[c].label for c in causes])
+            ax.text(x, y, cell_text(row), ha="center", va="center", fontsize=fontsize,
+                    color="white" if dark else "black", linespacing=1.0, zorder=3)
+    ax.set_ylim(max(y_of.values()) + 0.5, -0.5)
+    ax.set_xlim(-0.5, len(causes) - 0.5)
+    labels = labels or {c: CAUSES[c].label for c in causes}
+    ax.set_xticks(range(len(causes)), [labels[c] for c in causes])
+    ax.xaxis.tick_top()
+    ax.set_yticks([y_of[r] for r in remedies], [REMEDIES[r].label for r in remedies])
     ax.tick_params(length=0)
     ax.grid(False)
     for side in ax.spines.values():
@@ -467,41 +582,38 @@ def plot_matrix(ax, summary: pd.DataFrame, low: float = 1.0, high: float = 2.0,
 
 
 def plot_seeds(ax, df: pd.DataFrame, colors: list[str], markers: list[str],
-               top: float = 100.0, bottom: float = 0.1) -> None:
-    """Every run's final/trivial loss: one column per remedy, causes side by side.
+               top: float = 100.0, bottom: float = 0.1, labels: dict | None = None) -> None:
+    """Every run's final/trivial loss: one row per remedy, causes side by side in it.
 
-    Diverged runs are drawn as crosses on a band above ``top``; values are clipped to
-    [``bottom``, ``top``] (a clipped point is drawn hollow).  Log scale, a line at 1 (the
+    Blown-up runs are drawn as crosses on a band right of ``top``; values are clipped to
+    [``bottom``, ``top``] (a clipped point is drawn hollow).  Log scale; a line at 1 (the
     best constant prediction) and one at the stall threshold are added by the caller.
     """
     causes = list(dict.fromkeys(df["cause"]))
     remedies = list(dict.fromkeys(df["remedy"]))
-    width = 0.8 / len(causes)
-    diverged_y = top * 2.5
+    labels = labels or {c: CAUSES[c].label for c in causes}
+    height = 0.8 / len(causes)
+    blown_x = top * 2.5
     for i, cause in enumerate(causes):
         sub = df[(df["cause"] == cause) & df["applicable"].astype(bool)]
-        x = np.array([remedies.index(r) for r in sub["remedy"]], dtype=float)
-        x += (i - (len(causes) - 1) / 2) * width
-        seeds = sub["seed"].to_numpy(dtype=float)
-        x += (seeds - seeds.mean()) / max(1.0, np.ptp(seeds)) * width * 0.5  # seeds apart
-        y = sub["baseline_ratio"].to_numpy(dtype=float)
-        div = sub["diverged"].astype(bool).to_numpy()
-        clipped = ~div & ((y > top) | (y < bottom))
-        ok = ~div & ~clipped
-        ax.scatter(x[ok], y[ok], color=colors[i], marker=markers[i], s=18, zorder=3,
-                   label=CAUSES[cause].label)
-        ax.scatter(x[clipped], np.clip(y[clipped], bottom, top), facecolor="none",
-                   edgecolor=colors[i], marker=markers[i], s=18, zorder=3)
-        ax.scatter(x[div], np.full(div.sum(), diverged_y), color=colors[i], marker="x",
-                   s=22, zorder=3)
-    ax.set_yscale("log")
-    ax.set_ylim(bottom / 1.5, diverged_y * 2)
-    ax.axhspan(top * 1.4, diverged_y * 2, color="0.93", zorder=0)
-    ax.text(len(remedies) - 0.45, diverged_y, "diverged", ha="right", va="center", fontsize=8,
-            color="0.3")
-    ax.set_xlim(-0.6, len(remedies) - 0.4)
-    ax.set_xticks(range(len(remedies)), [REMEDIES[r].label for r in remedies], rotation=40,
-                  ha="right", rotation_mode="anchor")
+        y = np.array([remedies.index(r) for r in sub["remedy"]], dtype=float)
+        y += (i - (len(causes) - 1) / 2) * height
+        x = sub["baseline_ratio"].to_numpy(dtype=float)
+        blown = sub["blew_up"].astype(bool).to_numpy()
+        clipped = ~blown & ((x > top) | (x < bottom))
+        ok = ~blown & ~clipped
+        ax.scatter(x[ok], y[ok], color=colors[i], marker=markers[i], s=22, zorder=3,
+                   label=labels[cause])
+        ax.scatter(np.clip(x[clipped], bottom, top), y[clipped], facecolor="none",
+                   edgecolor=colors[i], marker=markers[i], s=22, zorder=3)
+        ax.scatter(np.full(blown.sum(), blown_x), y[blown], color=colors[i], marker="x",
+                   s=26, zorder=3)
+    ax.set_xscale("log")
+    ax.set_xlim(bottom / 1.5, blown_x * 2)
+    ax.axvspan(top * 1.4, blown_x * 2, color="0.93", zorder=0)
+    ax.text(blown_x, -0.9, "blew up", ha="center", va="bottom", color="0.3")
+    ax.set_ylim(len(remedies) - 0.4, -1.0)
+    ax.set_yticks(range(len(remedies)), [REMEDIES[r].label for r in remedies])
     for k in range(len(remedies) - 1):
-        ax.axvline(k + 0.5, color="0.85", linewidth=0.6, zorder=0)
-    ax.grid(axis="x", visible=False)
+        ax.axhline(k + 0.5, color="0.85", linewidth=0.6, zorder=0)
+    ax.grid(axis="y", visible=False)

@@ -234,14 +234,21 @@ def time_ratios(name: str, base: dict, variants: dict[str, dict], steps: tuple[i
 def benchmark_ensemble(depth: int = 20, width: int = 64, seeds: int = 16, steps: int = 100,
                        rounds: int = 3, engines: tuple[str, ...] = ENGINES,
                        **overrides) -> dict:
-    """CPU seconds per seed-step of the per-seed loop and of each batched engine.
+    """CPU seconds per seed-step of the per-seed loop, of each batched engine and of the
+    bare ensemble (:func:`bare_ensemble`, the least a batched step can cost), and each as
+    a share of the machine's matmul peak (:func:`matmul_peak`).
 
-    Each variant is the whole computation (data, initialization, training, tables) of
+    Each variant is the whole computation (initialization, training, tables) of
     ``seeds`` seeds of the ``training`` experiment (``overrides`` on top of its
-    defaults), timed by :func:`interleaved`, divided by ``seeds * steps``.  Returns
-    ``loop_s`` and ``<engine>_s`` (medians over the rounds) with their ranges
-    (``<name>_min_s``, ``<name>_max_s``), the fastest ``engine``, ``batched_s`` (its
-    time), ``ratio`` (loop / batched, the median of the rounds' ratios) and ``threads``.
+    defaults, so the engines log and evaluate as the book's runs do), timed by
+    :func:`interleaved`, divided by ``seeds * steps``.  Returns ``<name>_s`` (medians over
+    the rounds) with their ranges (``<name>_min_s``, ``<name>_max_s``) for ``loop``, each
+    engine and ``bare``; the fastest ``engine``, ``batched_s`` (its time), ``ratio``
+    (loop / batched, the median of the rounds' ratios, with ``ratio_min``/``ratio_max``),
+    ``over_bare`` (batched / bare, likewise), ``peak_flops`` and ``<name>_share`` (the
+    training step's matrix-product FLOPs, :func:`training_flops`, per second of each
+    variant, over the peak: the test-set evaluations the engines also do are not
+    counted), and ``threads``.
     """
     config = get("training").resolve({"depth": depth, "width": width, "steps": steps,
                                       **overrides})
@@ -253,18 +260,27 @@ def benchmark_ensemble(depth: int = 20, width: int = 64, seeds: int = 16, steps:
         train_ensemble(config, [build_run(config, s, data=data) for s in seed_list], engine)
 
     calls = {"loop": lambda: [training(config, s) for s in seed_list],
-             **{e: (lambda e=e: batched(e)) for e in engines}}
+             **{e: (lambda e=e: batched(e)) for e in engines},
+             "bare": lambda: bare_ensemble(config, seeds, data)()}
     times = {k: [t / (seeds * steps) for t in v]
              for k, v in interleaved(calls, rounds=rounds).items()}
-    result: dict = {"threads": torch.get_num_threads()}
+    peak = matmul_peak()
+    result: dict = {"threads": torch.get_num_threads(), "peak_flops": peak}
     for k, v in times.items():
         result.update({f"{k}_s": statistics.median(v), f"{k}_min_s": min(v),
-                       f"{k}_max_s": max(v)})
+                       f"{k}_max_s": max(v),
+                       f"{k}_share": training_flops(config) / statistics.median(v) / peak})
     fastest = min(engines, key=lambda e: result[f"{e}_s"])
-    ratios = [a / b for a, b in zip(times["loop"], times[fastest], strict=True)]
+
+    def ratios(a: str, b: str) -> list[float]:
+        return [x / y for x, y in zip(times[a], times[b], strict=True)]
+
+    speedup, over_bare = ratios("loop", fastest), ratios(fastest, "bare")
     result.update(engine=fastest, batched_s=result[f"{fastest}_s"],
-                  ratio=statistics.median(ratios), ratio_min=min(ratios),
-                  ratio_max=max(ratios))
+                  batched_share=result[f"{fastest}_share"],
+                  ratio=statistics.median(speedup), ratio_min=min(speedup),
+                  ratio_max=max(speedup), over_bare=statistics.median(over_bare),
+                  over_bare_min=min(over_bare), over_bare_max=max(over_bare))
     return result
 
 
@@ -291,7 +307,12 @@ def benchmark_record(path: Path) -> pd.DataFrame | None:
         return None
     rec = json.loads(path.read_text())
     book = rec["book"]
-    rows = [("batched / looped seeds (speed-up per seed-step)", rec["batched_seeds"]["ratio"]),
+    ens = rec["batched_seeds"]
+    rows = [("batched / looped seeds (speed-up per seed-step)", ens["ratio"]),
+            ("batched / bare ensemble (time per seed-step)", ens.get("over_bare", math.nan)),
+            ("loop, share of the matmul peak", ens.get("loop_share", math.nan)),
+            ("batched engine, share of the matmul peak", ens.get("batched_share", math.nan)),
+            ("bare ensemble, share of the matmul peak", ens.get("bare_share", math.nan)),
             ("all cores / one process (sweep speed-up)", rec["parallel_sweep"]["ratio"]),
             ("monitoring on / off (time per step)", rec["monitoring"]["ratio"]),
             ("smallest log_every keeping monitoring within 5%",
@@ -304,3 +325,60 @@ def benchmark_record(path: Path) -> pd.DataFrame | None:
     return pd.DataFrame(rows, columns=["measurement", "value"]).assign(
         machine=rec["machine"], date=rec["date"], commit=rec["commit"],
         profile=book["profile"])
+
+
+# --------------------------------------------------------------------------- the limit
+
+def matmul_peak(n: int = 1024, rounds: int = 5) -> float:
+    """The machine's arithmetic peak as this process sees it: FLOP/s of an ``n`` x ``n``
+    float32 matrix product (2 n^3 operations), the best of ``rounds``, CPU time."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up
+    best = min(interleaved({"matmul": lambda: a @ b}, rounds=rounds, warmup=0)["matmul"])
+    return 2 * n**3 / best
+
+
+def training_flops(config: dict) -> float:
+    """Floating-point operations of one seed-step of ``training``'s MLP: the matrix
+    products of the forward pass (2 per multiply-add) and of the backward pass (twice the
+    forward: the gradients with respect to the inputs and to the weights)."""
+    width, depth = config["width"], config["depth"]
+    d_out = 1 if config.get("task") == "regression" else 4
+    per_sample = 2 * (config["d_in"] * width + (depth - 1) * width**2 + width * d_out)
+    return 3 * per_sample * config["batch_size"]
+
+
+def bare_ensemble(config: dict, seeds: int, data=None) -> Callable[[], None]:
+    """The least a batched step can cost: ``seeds`` copies of ``training``'s MLP (ReLU,
+    no normalization) as stacked weights, each step one ``baddbmm`` per layer forward,
+    the summed mean losses backward, plain SGD; minibatches gathered from the training
+    set (one draw for all members), nothing logged, no test set.  Returns a function that
+    initializes the seeds' networks (as the engines do) and runs ``config["steps"]``
+    steps.  ``data``: the config's dataset if already made."""
+    data = make_data(config) if data is None else data
+    x_train, y_train, n = data.x_train, data.y_train, data.x_train.shape[0]
+
+    def run() -> None:
+        named = [dict(build_run(config, s, data=data).model.named_parameters())
+                 for s in range(seeds)]
+        names = list(named[0])
+        params = [torch.stack([m[k].detach() for m in named]).requires_grad_() for k in names]
+        weights = [p.transpose(1, 2) for k, p in zip(names, params, strict=True)
+                   if k.endswith("weight")]
+        biases = [p.unsqueeze(1) for k, p in zip(names, params, strict=True)
+                  if k.endswith("bias")]
+        opt = torch.optim.SGD(params, lr=config["lr"], foreach=True)
+        gen = torch.Generator().manual_seed(0)
+        for _ in range(config["steps"]):
+            idx = torch.randint(0, n, (seeds, config["batch_size"]), generator=gen)
+            h = x_train[idx]
+            for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
+                h = torch.baddbmm(b, h, w)
+                if i < len(weights) - 1:
+                    h = torch.relu(h)
+            loss = data.loss(h, y_train[idx]) * seeds  # the sum of the members' mean losses
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    return run
