@@ -43,6 +43,7 @@ def test_exponents_and_ratios_of_a_table_that_follows_xiong_exactly():
     assert np.allclose(exps["ratio"], 0.5) and np.allclose(exps["stream"], 0.5)
     n = chapter.init_numbers(xiong_table(), P)
     assert n["tf_exp_ratio"] == "0.50 [0.50, 0.50]" and n["tf_exp_pred_ratio"] == "0.5"
+    assert (n["tf_exp_ratio_med"], n["tf_exp_post_med"]) == ("0.50", "0.00")
     assert n["tf_exp_pre"] == "−0.50 [−0.50, −0.50]" and n["tf_exp_pred_pre"] == "−0.5"
     assert n["tf_ratio_lo"] == f"{2 * math.sqrt(2):.2f} [{2 * math.sqrt(2):.2f}, " \
                                f"{2 * math.sqrt(2):.2f}]"
@@ -122,11 +123,18 @@ def test_warmup_and_qk_numbers_tables_and_figures_of_real_runs(trained):
     for key in chapter.WARMUP_ARMS:
         assert f"tf_{key}_spread" in n and f"tf_{key}_maxlr" in n
     assert n["tf_failed_diverged"] <= int(n["tf_failed_n"].split("/")[0])
+    out = chapter.outcomes(warm, P)
+    for key in chapter.WARMUP_ARMS:  # the plain counts agree with the k/n shown
+        if n[f"tf_{key}_failed"] != "–":
+            assert n[f"tf_{key}_failed"].startswith(f"{n[f'tf_{key}_nfailed']}/")
+    assert n["tf_seed_verdict"] == chapter.seed_verdict(n)
+    assert int(n["tf_failed_n"].split("/")[0]) == int(out["failed"].sum())
     shown = chapter.warmup_table(warm, P).data
     assert list(shown.columns) == ["learning rate", *(chapter.ARMS[k]
                                                       for k in chapter.WARMUP_ARMS)]
     q = chapter.qk_numbers(qk, P)
     assert q["tf_qk_lr_max"] == "3" and float(q["tf_sens_qk"].split()[0]) >= 0
+    assert q["tf_sens_qk_med"] == q["tf_sens_qk"].split()[0]
     out = chapter.qk_outcomes(qk, P)
     assert set(out["arm"]) == set(chapter.QK_ARMS) and out["logit_last"].notna().all()
     assert len(chapter.qk_table(qk, P).data) == len(P.qk_lrs)
@@ -134,3 +142,17 @@ def test_warmup_and_qk_numbers_tables_and_figures_of_real_runs(trained):
         assert len(fig.axes) == panels
         check_legible(fig)
         plt.close(fig)
+
+
+def test_seed_verdict_follows_its_rule():
+    base = {"tf_fail_lr": "0.03", "tf_post_cold_nfailed": 3, "tf_post_warm_nfailed": 0,
+            "tf_failed_diverged": 0, "tf_failed_growth_max": "5.0"}
+    assert chapter.seed_verdict(base) == "nuanced"  # warmup rescues, nothing exploded
+    assert chapter.seed_verdict({**base, "tf_failed_diverged": 1}) == "supported"
+    assert chapter.seed_verdict({**base, "tf_failed_growth_max": "1.2 × 10²"}) == "supported"
+    # an explosion that warmup only partly removes stays nuanced
+    assert chapter.seed_verdict({**base, "tf_failed_diverged": 1,
+                                 "tf_post_warm_nfailed": 1}) == "nuanced"
+    assert chapter.seed_verdict({**base, "tf_post_warm_nfailed": 3}) == "refuted"
+    assert chapter.seed_verdict({**base, "tf_fail_lr": "none",
+                                 "tf_post_cold_nfailed": 0}) == "untestable here"

@@ -22,6 +22,7 @@ from ..engine.params import Param
 from ..init import SCHEMES
 from ..study import plots
 from ..study.growth import log_slope
+from ..study.ledger import parse_number
 from ..study.outcomes import constant_output_loss, k_of_n, med_range, run_outcomes
 from ..study.readable import number, table
 from . import Chapter, Params
@@ -82,14 +83,6 @@ FAILED = 0.9
 
 
 # --------------------------------------------------------------------------- shared
-
-def legible_legend(fig: plt.Figure) -> None:
-    """Write the figure legends at the book's smallest legible size (outcome_legend
-    draws them at 9 pt, which :func:`..study.plots.check_legible` refuses)."""
-    for legend in fig.legends:
-        for text in legend.get_texts():
-            text.set_fontsize(max(text.get_fontsize(), plots.MIN_FONT))
-
 
 def signed(text: str) -> str:
     """``text`` with typographic minus signs."""
@@ -154,6 +147,10 @@ def init_numbers(at_init: pd.DataFrame, P: Params) -> dict:
         "tf_exp_stream": med_range(exps["stream"], "{:.2f}"),
         "tf_exp_pred_pre": signed(f"{pred['pre']:+.1f}"),
         "tf_exp_pred_ratio": f"{pred['post'] - pred['pre']:.1f}",
+        # medians alone, as plain numbers, for rules that decide a verdict from them
+        "tf_exp_ratio_med": f"{exps['ratio'].median():.2f}",
+        "tf_exp_post_med": f"{exps['post'].median():.2f}",
+        "tf_exp_pre_med": f"{exps['pre'].median():.2f}",
         "tf_ratio_lo": med_range(at[lo]["ratio"], "{:.2f}"),
         "tf_ratio_hi": med_range(at[hi]["ratio"], "{:.2f}"),
         "tf_ratio_hi_pred": f"{ratio_lo * math.sqrt(hi / lo):.2f}",
@@ -300,6 +297,7 @@ def warmup_numbers(runs: pd.DataFrame, P: Params) -> dict:
         numbers[f"tf_{key}_spread"] = number(
             spread.loc[spread["arm"] == key, "spread"].median(), 2)
         numbers[f"tf_{key}_failed"] = k_of_n(g["failed"]) if len(g) else "–"
+        numbers[f"tf_{key}_nfailed"] = int(g["failed"].sum())
         numbers[f"tf_{key}_loss"] = med_range(g["final_loss"], "{:.2f}") if len(g) else "–"
         ok = runs_of.groupby("lr")["failed"].sum()  # rates at which no run of the arm failed
         numbers[f"tf_{key}_maxlr"] = f"{ok[ok == 0].index.max():g}" if (ok == 0).any() \
@@ -307,13 +305,38 @@ def warmup_numbers(runs: pd.DataFrame, P: Params) -> dict:
     failed = out[out["failed"]]
     numbers["tf_failed_growth"] = med_range(failed["max_grad_norm"]
                                             / failed["first_grad_norm"], "{:.2f}")
+    numbers["tf_failed_growth_max"] = number((failed["max_grad_norm"]
+                                              / failed["first_grad_norm"]).max(), 2)
     numbers["tf_failed_n"] = f"{len(failed)}/{len(out)}"
     numbers["tf_failed_diverged"] = int(failed["diverged"].sum())
     first = out.groupby([out["arm"].str.split("_").str[0], "seed"])["first_grad_norm"].first()
     post, pre = first["post"], first["pre"]
     numbers["tf_first_grad_post"] = med_range(post, "{:.2f}")
     numbers["tf_first_grad_pre"] = med_range(pre, "{:.2f}")
+    numbers["tf_seed_verdict"] = seed_verdict(numbers)
     return numbers
+
+
+#: A failed run's largest gradient norm over its first from which its failure counts as
+#: a gradient explosion (an order of magnitude).
+EXPLOSION_GROWTH = 10.0
+
+
+def seed_verdict(numbers: dict) -> str:
+    """The verdict on the seed article's transformer case study (schedules tame large
+    gradients), from :func:`warmup_numbers`' plain numbers: *untestable here* without a
+    rate at which post-LN fails without warmup; *refuted* if warmup does not lower the
+    failures there; *supported* if it removes them and the failures were explosions
+    (a run diverged, or a gradient grew :data:`EXPLOSION_GROWTH` times); *nuanced* if
+    warmup helps but the failures were not explosions."""
+    cold, warm = numbers["tf_post_cold_nfailed"], numbers["tf_post_warm_nfailed"]
+    if numbers["tf_fail_lr"] == "none" or cold == 0:
+        return "untestable here"
+    if warm >= cold:
+        return "refuted"
+    growth = parse_number(numbers["tf_failed_growth_max"])
+    exploded = numbers["tf_failed_diverged"] > 0 or growth >= EXPLOSION_GROWTH
+    return "supported" if warm == 0 and exploded else "nuanced"
 
 
 def _cell(g: pd.DataFrame) -> str:
@@ -352,7 +375,6 @@ def fig_warmup(runs: pd.DataFrame, P: Params) -> plt.Figure:
     bottom.legend(loc="lower left", ncol=2)
     fig.tight_layout()
     plots.outcome_legend(fig, labels, order, "uniform prediction (chance)", ncol=2)
-    legible_legend(fig)
     return fig
 
 
@@ -398,6 +420,8 @@ def qk_numbers(runs: pd.DataFrame, P: Params) -> dict:
     for arm_key, key in zip(QK_ARMS, ("noqk", "qk"), strict=True):
         numbers[f"tf_sens_{key}"] = med_range(sens.loc[sens["arm"] == arm_key, "sensitivity"],
                                               "{:.2f}")
+        numbers[f"tf_sens_{key}_med"] = \
+            f"{sens.loc[sens['arm'] == arm_key, 'sensitivity'].median():.2f}"
         g, runs_of = top[top["arm"] == arm_key], out[out["arm"] == arm_key]
         numbers[f"tf_top_loss_{key}"] = med_range(g["final_loss"], "{:.2f}")
         numbers[f"tf_top_logit_{key}"] = number(g["logit_last"].median(), 2)
@@ -442,5 +466,4 @@ def fig_qk(runs: pd.DataFrame, P: Params) -> plt.Figure:
         ax.set_xlabel("peak learning rate")
     fig.tight_layout()
     plots.outcome_legend(fig, labels, order, "uniform prediction (chance)", ncol=2)
-    legible_legend(fig)
     return fig
