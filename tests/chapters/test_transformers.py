@@ -146,7 +146,7 @@ def test_warmup_and_qk_numbers_tables_and_figures_of_real_runs(trained):
 
 def test_seed_verdict_follows_its_rule():
     base = {"tf_fail_lr": "0.03", "tf_post_cold_nfailed": 3, "tf_post_warm_nfailed": 0,
-            "tf_failed_diverged": 0, "tf_failed_growth_max": "5.0"}
+            "tf_failed_diverged": 0, "tf_failed_growth_max": "5.0", "tf_pre_warm_nfailed": 0}
     assert chapter.seed_verdict(base) == "nuanced"  # warmup rescues, nothing exploded
     assert chapter.seed_verdict({**base, "tf_failed_diverged": 1}) == "supported"
     assert chapter.seed_verdict({**base, "tf_failed_growth_max": "1.2 × 10²"}) == "supported"
@@ -154,5 +154,6 @@ def test_seed_verdict_follows_its_rule():
     assert chapter.seed_verdict({**base, "tf_failed_diverged": 1,
                                  "tf_post_warm_nfailed": 1}) == "nuanced"
     assert chapter.seed_verdict({**base, "tf_post_warm_nfailed": 3}) == "refuted"
+    assert chapter.seed_verdict({**base, "tf_pre_warm_nfailed": 1}) == "untestable here"
     assert chapter.seed_verdict({**base, "tf_fail_lr": "none",
                                  "tf_post_cold_nfailed": 0}) == "untestable here"

@@ -325,12 +325,13 @@ EXPLOSION_GROWTH = 10.0
 def seed_verdict(numbers: dict) -> str:
     """The verdict on the seed article's transformer case study (schedules tame large
     gradients), from :func:`warmup_numbers`' plain numbers: *untestable here* without a
-    rate at which post-LN fails without warmup; *refuted* if warmup does not lower the
+    rate at which post-LN fails without warmup, or if pre-LN with warmup fails there too
+    (the runs are too short to learn at that rate); *refuted* if warmup does not lower the
     failures there; *supported* if it removes them and the failures were explosions
     (a run diverged, or a gradient grew :data:`EXPLOSION_GROWTH` times); *nuanced* if
     warmup helps but the failures were not explosions."""
     cold, warm = numbers["tf_post_cold_nfailed"], numbers["tf_post_warm_nfailed"]
-    if numbers["tf_fail_lr"] == "none" or cold == 0:
+    if numbers["tf_fail_lr"] == "none" or cold == 0 or numbers["tf_pre_warm_nfailed"] > 0:
         return "untestable here"
     if warm >= cold:
         return "refuted"
