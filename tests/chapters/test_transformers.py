@@ -113,11 +113,15 @@ def trained(tmp_path_factory):
         qk = eg.sweep("training", [{"norm_position": "pre", "warmup_steps": P.warmup_steps,
                                     "qk_norm": q, "lr": lr}
                                    for q in (False, True) for lr in P.qk_lrs], seeds=1, **train)
-    return warm, qk
+        lr = chapter.probe_lr(warm, P)
+        longer = eg.sweep("training", [{"norm_position": p, "warmup_steps": w, "lr": lr}
+                                       for p, w in (("post", P.warmup_steps), ("pre", 0))],
+                          seeds=1, **{**train, "steps": P.long_steps})
+    return warm, qk, longer
 
 
 def test_warmup_and_qk_numbers_tables_and_figures_of_real_runs(trained):
-    warm, qk = trained
+    warm, qk, longer = trained
     assert chapter.chance_loss(P) == pytest.approx(math.log(P.vocab))
     n = chapter.warmup_numbers(warm, P)
     for key in chapter.WARMUP_ARMS:
@@ -127,8 +131,14 @@ def test_warmup_and_qk_numbers_tables_and_figures_of_real_runs(trained):
     for key in chapter.WARMUP_ARMS:  # the plain counts agree with the k/n shown
         if n[f"tf_{key}_failed"] != "–":
             assert n[f"tf_{key}_failed"].startswith(f"{n[f'tf_{key}_nfailed']}/")
-    assert n["tf_seed_verdict"] == chapter.seed_verdict(n)
     assert int(n["tf_failed_n"].split("/")[0]) == int(out["failed"].sum())
+    lr = chapter.probe_lr(warm, P)
+    assert lr in P.warmup_lrs
+    long = chapter.long_numbers(longer, warm, P)
+    assert long["tf_long_lr"] == f"{lr:g}"
+    assert long["tf_seed_verdict"] == chapter.seed_verdict({**n, **long})
+    for key in chapter.LONG_ARMS:
+        assert long[f"tf_long_{key}_failed"] == f"{long[f'tf_long_{key}_nfailed']}/1"
     shown = chapter.warmup_table(warm, P).data
     assert list(shown.columns) == ["learning rate", *(chapter.ARMS[k]
                                                       for k in chapter.WARMUP_ARMS)]
@@ -146,11 +156,14 @@ def test_warmup_and_qk_numbers_tables_and_figures_of_real_runs(trained):
 
 def test_seed_verdict_follows_its_rule():
     base = {"tf_fail_lr": "0.03", "tf_post_cold_nfailed": 3, "tf_post_warm_nfailed": 0,
-            "tf_failed_diverged": 0, "tf_failed_growth_max": "5.0", "tf_pre_warm_nfailed": 0}
+            "tf_failed_diverged": 0, "tf_failed_growth_max": "5.0", "tf_pre_warm_nfailed": 0,
+            "tf_long_post_warm_nfailed": 0}
     assert chapter.seed_verdict(base) == "nuanced"  # warmup rescues, nothing exploded
     assert chapter.seed_verdict({**base, "tf_failed_diverged": 1}) == "supported"
     assert chapter.seed_verdict({**base, "tf_failed_growth_max": "1.2 × 10²"}) == "supported"
-    # an explosion that warmup only partly removes stays nuanced
+    # an explosion that warmup only partly removes, or only for a while, stays nuanced
+    assert chapter.seed_verdict({**base, "tf_failed_diverged": 1,
+                                 "tf_long_post_warm_nfailed": 2}) == "nuanced"
     assert chapter.seed_verdict({**base, "tf_failed_diverged": 1,
                                  "tf_post_warm_nfailed": 1}) == "nuanced"
     assert chapter.seed_verdict({**base, "tf_post_warm_nfailed": 3}) == "refuted"

@@ -47,6 +47,9 @@ CHAPTER = Chapter(
         from_profile("train_depth", "int", "blocks of the trained transformers", low=1,
                      high=1000),
         from_profile("train_steps", "int", "Adam steps per training run", low=2, high=10**6),
+        from_profile("long_steps", "int",
+                     "Adam steps of the longer runs at the rate where post-LN fails",
+                     low=2, high=10**7),
         from_profile("warmup_steps", "int", "steps of linear learning-rate warmup, when used",
                      low=1, high=10**6),
         Param("vocab", "int", 8, "token values of the sorting task", low=2, high=65536),
@@ -59,11 +62,12 @@ CHAPTER = Chapter(
     ),
     {
         "quick": dict(seeds=1, depths=[2, 4], width=16, train_seeds=1, train_depth=2,
-                      train_steps=6, warmup_steps=2),
+                      train_steps=6, long_steps=12, warmup_steps=2),
         "default": dict(seeds=4, depths=[2, 4, 8, 16, 32, 64], width=32, train_seeds=3,
-                        train_depth=4, train_steps=50, warmup_steps=12),
+                        train_depth=4, train_steps=50, long_steps=120, warmup_steps=12),
         "full": dict(seeds=20, depths=[2, 4, 8, 16, 32, 64, 128, 256], width=128,
-                     train_seeds=10, train_depth=12, train_steps=2000, warmup_steps=500),
+                     train_seeds=10, train_depth=12, train_steps=2000, long_steps=6000,
+                     warmup_steps=500),
     },
 )
 
@@ -101,6 +105,7 @@ def setup_numbers(P: Params) -> dict:
             "tf_seq_len": P.seq_len, "tf_depth_min": min(P.depths),
             "tf_depth_max": max(P.depths), "tf_train_seeds": P.train_seeds,
             "tf_train_depth": P.train_depth, "tf_train_steps": P.train_steps,
+            "tf_long_steps": P.long_steps,
             "tf_warmup": P.warmup_steps, "tf_vocab": P.vocab,
             "tf_chance": f"{chance_loss(P):.2f}"}
 
@@ -268,6 +273,33 @@ def failing_lr(out: pd.DataFrame) -> float:
     return float(failing.index.min()) if len(failing) else math.nan
 
 
+def probe_lr(runs: pd.DataFrame, P: Params) -> float:
+    """The rate the page looks at closely: where post-LN fails without warmup
+    (:func:`failing_lr`), else the largest rate of the warmup sweep."""
+    lr = failing_lr(outcomes(runs, P))
+    return max(P.warmup_lrs) if math.isnan(lr) else lr
+
+
+#: The arms run again for ``long_steps`` at :func:`probe_lr`: the rescued one, and the
+#: architecture that needed no rescue.
+LONG_ARMS = ("post_warm", "pre_cold")
+
+
+def long_numbers(longer: pd.DataFrame, warm: pd.DataFrame, P: Params) -> dict:
+    """Measurement 2, continued: failures and final loss of the :data:`LONG_ARMS` trained
+    for ``long_steps`` at the probed rate; and the verdict on the seed's claim
+    (:func:`seed_verdict`), which rests on these and on the ``warm`` sweep's numbers."""
+    out = outcomes(longer, P)
+    numbers = {"tf_long_lr": f"{out['lr'].iloc[0]:g}"}
+    for key in LONG_ARMS:
+        g = out[out["arm"] == key]
+        numbers[f"tf_long_{key}_failed"] = k_of_n(g["failed"])
+        numbers[f"tf_long_{key}_nfailed"] = int(g["failed"].sum())
+        numbers[f"tf_long_{key}_loss"] = med_range(g["final_loss"], "{:.2f}")
+    numbers["tf_seed_verdict"] = seed_verdict({**warmup_numbers(warm, P), **numbers})
+    return numbers
+
+
 def block_spread(runs: pd.DataFrame) -> pd.DataFrame:
     """Per run (arm, learning rate, seed): the gradient norm of the first block over that of
     the last block, at the last sampled step (below 1: the gradient vanishes towards the
@@ -313,7 +345,6 @@ def warmup_numbers(runs: pd.DataFrame, P: Params) -> dict:
     post, pre = first["post"], first["pre"]
     numbers["tf_first_grad_post"] = med_range(post, "{:.2f}")
     numbers["tf_first_grad_pre"] = med_range(pre, "{:.2f}")
-    numbers["tf_seed_verdict"] = seed_verdict(numbers)
     return numbers
 
 
@@ -327,9 +358,9 @@ def seed_verdict(numbers: dict) -> str:
     gradients), from :func:`warmup_numbers`' plain numbers: *untestable here* without a
     rate at which post-LN fails without warmup, or if pre-LN with warmup fails there too
     (the runs are too short to learn at that rate); *refuted* if warmup does not lower the
-    failures there; *supported* if it removes them and the failures were explosions
-    (a run diverged, or a gradient grew :data:`EXPLOSION_GROWTH` times); *nuanced* if
-    warmup helps but the failures were not explosions."""
+    failures there; *supported* if it removes them, also in the longer runs, and the
+    failures were explosions (a run diverged, or a gradient grew :data:`EXPLOSION_GROWTH`
+    times); *nuanced* if warmup helps otherwise."""
     cold, warm = numbers["tf_post_cold_nfailed"], numbers["tf_post_warm_nfailed"]
     if numbers["tf_fail_lr"] == "none" or cold == 0 or numbers["tf_pre_warm_nfailed"] > 0:
         return "untestable here"
@@ -337,7 +368,8 @@ def seed_verdict(numbers: dict) -> str:
         return "refuted"
     growth = parse_number(numbers["tf_failed_growth_max"])
     exploded = numbers["tf_failed_diverged"] > 0 or growth >= EXPLOSION_GROWTH
-    return "supported" if warm == 0 and exploded else "nuanced"
+    lasting = warm == 0 and numbers["tf_long_post_warm_nfailed"] == 0
+    return "supported" if lasting and exploded else "nuanced"
 
 
 def _cell(g: pd.DataFrame) -> str:
@@ -365,8 +397,7 @@ def fig_warmup(runs: pd.DataFrame, P: Params) -> plt.Figure:
     plots.outcome_panel(top, out, "lr", "arm", labels, chance_loss(P), order)
     top.set_xlabel("peak learning rate (Adam)")
     top.set_ylabel("final training loss")
-    lr = failing_lr(out)
-    lr = max(P.warmup_lrs) if math.isnan(lr) else lr
+    lr = probe_lr(runs, P)
     sub = runs[runs["lr"] == lr]
     plots.loss_panel(bottom, sub.assign(arm=arm(sub)), "arm", list(WARMUP_ARMS), labels,
                      smooth=5)
