@@ -107,7 +107,7 @@ def setup_numbers(P: Params) -> dict:
             "tf_train_depth": P.train_depth, "tf_train_steps": P.train_steps,
             "tf_long_steps": P.long_steps,
             "tf_warmup": P.warmup_steps, "tf_vocab": P.vocab,
-            "tf_chance": f"{chance_loss(P):.2f}"}
+            "tf_chance": f"{chance_loss(P):.2f}", "tf_fail_line": f"{FAILED * chance_loss(P):.2f}"}
 
 
 # --------------------------------------------------------------------------- 1. initialization
