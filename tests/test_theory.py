@@ -374,3 +374,22 @@ def test_dropout_multiplies_the_per_layer_gradient_factor_by_one_over_keep():
     norms = np.log([float(t.grad.norm()) for t in hidden])
     slope = -np.polyfit(np.arange(depth), norms, 1)[0]  # growth towards the input
     assert math.exp(slope) == pytest.approx(theory.dropout_chi_factor(p) ** 0.5, rel=0.05)
+
+
+def test_xiong_scaling_matches_a_residual_stream_read_through_a_layer_norm():
+    """Xiong et al.'s mechanism, measured: a pre-LN stream adds one unit-variance branch
+    per block, the final layer norm divides the gradient by the stream's size, so the
+    gradient reaching the last branch falls as 1/sqrt(depth) once depth >> 1."""
+    gen = torch.Generator().manual_seed(0)
+    d, head = 4096, torch.randn(4096, generator=gen)
+
+    def last_branch_grad(depth):
+        stream = torch.randn(depth, d, generator=gen).sum(0).requires_grad_(True)
+        (torch.nn.functional.layer_norm(stream, (d,)) @ head).backward()
+        return stream.grad.norm().item()  # dL/d(last branch output) = dL/d(stream)
+
+    measured = last_branch_grad(400) / last_branch_grad(25)
+    assert measured == pytest.approx(theory.xiong_depth_scaling("pre", 400, 25), rel=0.05)
+    assert theory.xiong_depth_scaling("post", [4, 64], 4).tolist() == [1.0, 1.0]
+    ratio = theory.xiong_depth_scaling("post", 64, 4) / theory.xiong_depth_scaling("pre", 64, 4)
+    assert ratio == pytest.approx(4.0)

@@ -411,6 +411,24 @@ def residual_gain(scale, depth):
 BATCHNORM_RELU_CHI = math.pi / (math.pi - 1)
 
 
+#: Exponent of the depth L in the bounds of Xiong et al. (2020, "On layer normalization in
+#: the transformer architecture", Theorem 1) on the gradient of a transformer's last
+#: feed-forward weight at initialization: O(d sqrt(ln d)) when the layer norm follows each
+#: residual addition (post-LN), whatever L, and O(d sqrt(ln d / L)) when it precedes each
+#: branch (pre-LN), because there the residual stream's squared norm grows linearly with L
+#: (their Lemma 2) and the final layer norm divides the gradient by the stream's size.
+XIONG_DEPTH_EXPONENT = {"post": 0.0, "pre": -0.5}
+
+
+def xiong_depth_scaling(norm_position: str, depth, reference_depth):
+    """Predicted last-layer gradient norm at ``depth`` relative to ``reference_depth``:
+    (depth / reference_depth) ** :data:`XIONG_DEPTH_EXPONENT` [``norm_position``]
+    (Xiong et al. 2020, Theorem 1); the post-LN/pre-LN ratio therefore grows as
+    sqrt(depth).  Elementwise on arrays."""
+    return (np.asarray(depth, dtype=float) / reference_depth) ** XIONG_DEPTH_EXPONENT[
+        norm_position]
+
+
 def decay_steps(lr: float, strength: float, factor: float) -> float:
     """Steps for an L2 penalty or decoupled weight decay *alone* to shrink the weights by
     ``factor`` (> 1) under plain gradient descent: each step multiplies them by

@@ -152,12 +152,14 @@ def test_text_helpers():
     assert outcomes.med_range([np.nan]) == "–"
 
 
-@pytest.mark.parametrize("task", ["classification", "regression"])
+@pytest.mark.parametrize("task", ["classification", "regression", "sort", "images"])
 def test_constant_output_loss(task):
-    config = {"task": task, "d_in": 8, "n_train": 64}
+    arch = {"sort": "transformer", "images": "cnn"}.get(task, "mlp")
+    config = {"task": task, "architecture": arch, "n_train": 64,
+              **({"d_in": 8} if arch == "mlp" else {})}
     loss = outcomes.constant_output_loss(config)
     data = make_data(get("training").resolve(config))
-    if task == "classification":
+    if task != "regression":  # uniform over the classes, at every position of a sequence
         assert loss == pytest.approx(math.log(data.d_out))
     else:
         assert loss == pytest.approx(0.5 * data.y_test.pow(2).mean().item())

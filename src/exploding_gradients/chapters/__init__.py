@@ -56,6 +56,7 @@ NAMES = (
     "matrix",
     "monitoring",
     "convnets",
+    "transformers",
     "claims",
     "scaling",
 )

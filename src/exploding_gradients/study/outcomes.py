@@ -237,9 +237,10 @@ def spike_warnings(runs: pd.DataFrame, by: list[str] | None = None, factor: floa
 
 def constant_output_loss(config: dict) -> float:
     """Test loss of a model whose output is always zero, on the data of the ``training``
-    experiment with ``config``: ln(classes) for classification (uniform prediction), half
-    the mean squared target for regression.  The level of a network that learned nothing
-    and whose output was shrunk to zero."""
+    experiment with ``config``: ln(classes) for classification (uniform prediction, at
+    every position of a sequence), half the mean squared target for regression.  The
+    level of a network that learned nothing and whose output was shrunk to zero."""
     data = make_data(get("training").resolve(config))
-    zeros = torch.zeros(data.x_test.shape[0], data.d_out)
+    targets = data.y_test.shape  # classes: one logit per class for each target
+    zeros = torch.zeros(targets if data.task == "regression" else (*targets, data.d_out))
     return float(data.loss(zeros, data.y_test))
