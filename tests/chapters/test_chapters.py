@@ -123,3 +123,14 @@ def test_a_page_is_prose_and_a_few_visible_calls(nb):
         if measures.search(cell.source):
             assert not hidden & set(cell.metadata.get("tags", [])), cell.source[:200]
     assert any(measures.search(c.source) for c in cells)
+
+
+def test_parameters_survive_pickling_and_copying():
+    import copy
+    import pickle
+
+    P = chapters.Params("depth", {"seeds": 3})
+    for again in (pickle.loads(pickle.dumps(P)), copy.deepcopy(P)):
+        assert again == P and again.seeds == 3 and again.chapter == "depth"
+        with pytest.raises(AttributeError, match="no parameter 'steps'"):
+            again.steps  # noqa: B018
