@@ -137,3 +137,14 @@ def test_a_page_opened_alone_installs_its_package_from_the_books_repository(nb):
     assert 'find_spec("exploding_gradients") is None' in first.source
     assert f"git+{url.group(1)}" in first.source
     assert "remove-cell" in first.metadata.get("tags", [])
+
+
+def test_parameters_survive_pickling_and_copying():
+    import copy
+    import pickle
+
+    P = chapters.Params("depth", {"seeds": 3})
+    for again in (pickle.loads(pickle.dumps(P)), copy.deepcopy(P)):
+        assert again == P and again.seeds == 3 and again.chapter == "depth"
+        with pytest.raises(AttributeError, match="no parameter 'steps'"):
+            again.steps  # noqa: B018

@@ -206,3 +206,59 @@ def test_cost_table_names_each_remedys_hyperparameter(P):
     assert table.hyperparameter.iloc[1] == "threshold c = 2"
     assert chapter.cost_numbers(mlp) == {"matrix_cost_max": "1.50",
                                          "matrix_cost_max_name": REMEDIES["adam"].label}
+
+
+def test_the_second_matrix_takes_the_modern_rows_and_the_columns_that_apply_to_them():
+    assert chapter.MODERN_ROWS == list(rm.MODERN)
+    assert not set(chapter.MODERN_ROWS) & set(chapter.ROWS)
+    new = {"loss_scaling", "bf16", "pre_ln", "qk_norm", "percentile", "zclip", "adagc",
+           "skip_zscore", "skip_nonfinite"}
+    assert new <= set(chapter.MODERN_COLUMNS) and not new & set(chapter.COLUMNS)
+    for left_out in ("clip_value", "layer_norm", "residual", "dropout", "l2", "lstm"):
+        assert left_out not in chapter.MODERN_COLUMNS
+    for r in chapter.MODERN_COLUMNS:  # every column is tried on at least one row
+        assert any(not isinstance(rm.cell_config(c, r, steps=4), str)
+                   for c in chapter.MODERN_ROWS)
+    assert "\n" in chapter.short("post_ln") and "_" not in chapter.short("fp16_overflow")
+
+
+def _fake_modern(seeds=2):
+    """The second matrix by hand: every row fails without a remedy; pre-LN fixes the
+    transformer; NaN skipping on the overflow row skipped its way to a hidden divergence."""
+    rows = []
+    for cause in chapter.MODERN_ROWS:
+        for remedy in chapter.MODERN_COLUMNS:
+            config = rm.cell_config(cause, remedy, steps=4)
+            row = dict(cause=cause, remedy=remedy, applicable=not isinstance(config, str),
+                       note=config if isinstance(config, str) else "")
+            if row["applicable"]:
+                fixed = remedy == "healthy" or (cause, remedy) == ("post_ln", "pre_ln")
+                hidden = (cause, remedy) == ("fp16_overflow", "skip_nonfinite")
+                ratio = math.inf if hidden else 0.3 if fixed else 1.0
+                row.update(diverged=False, blew_up=hidden, hidden=hidden, stopped=False,
+                           stalled=not (fixed or hidden), baseline_ratio=ratio, loss_ratio=0.5,
+                           test_accuracy=np.nan)
+            rows += [dict(row, seed=s) for s in range(seeds)]
+    return pd.DataFrame(rows)
+
+
+def test_the_second_matrix_in_numbers_and_as_a_figure(P):
+    modern = _fake_modern()
+    numbers = chapter.modern_numbers(modern, P)
+    assert numbers["matrix_modern_n_failing"] == len(rm.MODERN) == 5
+    assert numbers["matrix_modern_fixes_post_ln"] == REMEDIES["pre_ln"].label
+    assert numbers["matrix_modern_fixes_outliers"] == "none"
+    assert numbers["matrix_modern_n_fixed_cells"] == 1
+    assert numbers["matrix_modern_n_hidden"] == 2  # both seeds of the one hidden cell
+    assert numbers["matrix_cell_fp16_overflow_skip_nonfinite"] == (
+        "2/2 blew up (2 hidden by skipping)")
+    assert "matrix_cell_post_ln_bf16" not in numbers  # not applicable: no glue
+    assert numbers["matrix_modern_healthy_failed"] == "none"
+    fig = chapter.fig_modern(modern, P)
+    check_legible(fig)
+    assert len(fig.axes[0].get_yticklabels()) == len(chapter.MODERN_COLUMNS)
+    assert chapter.cells_table(modern).data.shape[0] == modern.groupby(
+        ["cause", "remedy"]).applicable.all().sum()
+    described = chapter.describe(P, chapter.MODERN_ROWS, chapter.MODERN_COLUMNS).data
+    assert described.shape == (len(chapter.MODERN_COLUMNS), len(chapter.MODERN_ROWS) + 1)
+    plt.close("all")

@@ -17,13 +17,23 @@ matplotlib.use("Agg")
 TINY = dict(steps=4, depth=3, width=8, n_train=32, batch_size=8)
 
 
-def test_the_rows_are_the_seven_failing_configurations_and_link_to_their_chapters():
-    assert list(mx.CAUSES) == ["weights_large", "weights_small", "tanh_chaotic", "batch_norm",
-                               "lr_large", "inputs", "long_rnn"]
+def test_the_rows_are_the_seven_classic_and_five_modern_configurations():
+    assert list(mx.CLASSIC) == ["weights_large", "weights_small", "tanh_chaotic", "batch_norm",
+                                "lr_large", "inputs", "long_rnn"]
+    assert list(mx.MODERN) == ["fp16_overflow", "fp16_underflow", "outliers",
+                               "cnn_weights_large", "post_ln"]
+    assert list(mx.CAUSES) == list(mx.CLASSIC) + list(mx.MODERN)
     assert {c.chapter for c in mx.CAUSES.values()} <= {
-        "initialization", "activation", "normalization", "learning_rate", "recurrence"}
+        "initialization", "activation", "normalization", "learning_rate", "recurrence",
+        "precision", "spikes", "convnets", "transformers"}
     assert {r.chapter for r in mx.REMEDIES.values()} <= {
-        None, "clipping", "architecture", "optimization", "causes"}
+        None, "clipping", "architecture", "optimization", "causes", "precision", "spikes",
+        "transformers"}
+    # the columns of the first matrix are as they were; the new ones skip its rows
+    assert [r for r in mx.REMEDIES if r in mx.CLASSIC_REMEDIES] == list(mx.CLASSIC_REMEDIES)
+    for r in mx.REMEDIES:
+        if r not in mx.CLASSIC_REMEDIES:
+            assert all(c in mx.REMEDIES[r].not_for for c in mx.CLASSIC)
     assert [r.name for r in mx.REMEDIES.values() if r.reference] == ["healthy"]
 
 
@@ -278,3 +288,81 @@ def test_step_cost_is_a_ratio_to_no_remedy():
     assert list(cost.remedy) == ["none", "clip_norm"]  # init does not apply to this row
     assert cost.ratio.iloc[0] == 1.0 and cost.ratio_min.iloc[0] == cost.ratio_max.iloc[0] == 1.0
     assert np.isfinite(cost.seconds_per_step).all() and np.isfinite(cost.ratio).all()
+
+
+def test_the_modern_rows_pass_only_the_settings_their_architecture_reads():
+    cnn = mx.cause_config("cnn_weights_large", **TINY)
+    assert "width" not in cnn and cnn["architecture"] == "cnn"  # a convnet has no width
+    tf = mx.cause_config("post_ln", **TINY)
+    assert tf["width"] == 32 and tf["norm_position"] == "post"  # the row's own width
+    assert mx.cause_config("outliers", **TINY)["width"] == TINY["width"]
+    for cause in mx.MODERN:
+        eg.REGISTRY["training"].resolve(mx.cause_config(cause, **TINY))
+
+
+def test_the_new_columns_apply_only_where_they_make_sense():
+    s = mx.Settings(zclip_z=3.0, percentile=80.0)
+    assert mx.cell_config("fp16_overflow", "loss_scaling", **TINY)["loss_scaling"] == "dynamic"
+    assert mx.cell_config("fp16_underflow", "bf16", **TINY)["precision"] == "bf16"
+    assert mx.cell_config("post_ln", "pre_ln", **TINY)["norm_position"] == "pre"
+    assert mx.cell_config("post_ln", "qk_norm", **TINY)["qk_norm"] is True
+    zclip = mx.cell_config("outliers", "zclip", s, **TINY)
+    assert (zclip["clip"], zclip["clip_threshold"]) == ("zclip", 3.0)
+    assert mx.cell_config("outliers", "percentile", s, **TINY)["clip_threshold"] == 80.0
+    assert mx.cell_config("fp16_overflow", "skip_nonfinite", **TINY)["skip"] == "nonfinite"
+    assert "float16" in mx.cell_config("weights_large", "bf16", **TINY)
+    assert "transformer" in mx.cell_config("cnn_weights_large", "pre_ln", **TINY)
+    assert "spike" in mx.cell_config("post_ln", "zclip", **TINY)
+    assert "Adam" in mx.cell_config("fp16_overflow", "adam", **TINY)
+    assert isinstance(mx.cell_config("fp16_underflow", "clip_norm", **TINY), str)
+    # the existing columns on the new rows: the same change as on the old ones
+    assert mx.cell_config("cnn_weights_large", "init", **TINY)["init"] == "he"
+    assert mx.cell_config("post_ln", "adam", **TINY)["lr"] == mx.Settings.adam_lr
+    assert mx.cell_config("post_ln", "warmup", steps=20)["warmup_steps"] == 2
+
+
+def test_trivial_loss_of_images_and_sequences_is_the_entropy_of_their_classes():
+    for cause in ("cnn_weights_large", "post_ln"):
+        config = eg.REGISTRY["training"].resolve(mx.cause_config(cause, **TINY))
+        data = make_data(config)
+        assert data.task in ("images", "sort")
+        y = data.y_test.reshape(-1)
+        p = np.bincount(y.numpy(), minlength=data.d_out) / len(y)
+        p = p[p > 0]
+        assert mx.trivial_loss("training", config) == pytest.approx(-(p * np.log(p)).sum())
+    # vocabulary 8, every token about equally frequent: close to log 8
+    assert mx.trivial_loss("training", mx.cause_config("post_ln", **TINY)) == pytest.approx(
+        math.log(8), abs=0.05)
+
+
+def test_a_run_that_skips_most_of_its_last_steps_hid_a_divergence():
+    run = eg.run("training", mx.cause_config("lr_large", **{**TINY, "steps": 20}), seeds=2)
+    run = run[run["seed"] >= 0].copy()
+    assert not mx.hidden_divergence(run).any()
+    late = (run["seed"] == 1) & (run["step"] >= 16)  # 4 of the 20 updates, the last fifth
+    run.loc[late, "skipped"] = 1.0
+    assert list(mx.hidden_divergence(run)) == [False, True]
+    assert not mx.hidden_divergence(run, until=15).any()  # not yet at step 15
+    trivial = mx.trivial_loss("training", mx.cause_config("lr_large", **TINY))
+    cell = mx.outcome(run, "training", trivial)
+    assert list(cell.hidden) == [False, True] and bool(cell.blew_up.iloc[1])
+    assert cell.baseline_ratio.iloc[1] == math.inf and not cell.diverged.iloc[1]
+    row = mx.summarize(cell.assign(cause="lr_large", remedy="none", applicable=True,
+                                   note="")).iloc[0]
+    assert row.hidden == 1 and not row.fixed
+    assert "1 hidden by skipping" in mx.outcome_text(row)
+
+
+def test_every_new_cell_runs(tmp_path, monkeypatch):
+    """Each new column on each row it applies to is accepted by the training experiment
+    (two steps, one seed, small networks); the rest are marked not applicable."""
+    monkeypatch.setenv("EXPLODING_GRADIENTS_CACHE", str(tmp_path))
+    new = [r for r in mx.REMEDIES if r not in mx.CLASSIC_REMEDIES]
+    df = mx.run_matrix(1, steps=2, depth=3, width=8, n_train=64, batch_size=8,
+                       causes=mx.MODERN, remedies=["none", *new])
+    ok = df[df.applicable]
+    assert set(zip(ok.cause, ok.remedy, strict=True)) >= {
+        ("fp16_overflow", "loss_scaling"), ("fp16_underflow", "bf16"), ("post_ln", "qk_norm"),
+        ("post_ln", "pre_ln"), ("outliers", "adagc"), ("outliers", "skip_zscore")}
+    assert not df[~df.applicable].note.eq("").any()
+    assert len(ok) == 5 + 2 + 2 + 2 + 5 + 1  # none; 2 precision x 2; 2 transformer; 5 + 1 spike

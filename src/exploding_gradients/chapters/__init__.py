@@ -93,8 +93,9 @@ class Params(dict):
     def __getattr__(self, name: str) -> Any:
         try:
             return self[name]
-        except KeyError:
-            raise AttributeError(f"chapter {self.chapter!r} has no parameter {name!r}") from None
+        except KeyError:  # ``chapter`` read from __dict__: unset while unpickling
+            chapter = self.__dict__.get("chapter", "?")
+            raise AttributeError(f"chapter {chapter!r} has no parameter {name!r}") from None
 
     @property
     def code_version(self) -> str:

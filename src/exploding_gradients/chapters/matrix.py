@@ -77,6 +77,14 @@ CHAPTER = Chapter(
         ),
         Param("blowup_factor", "float", 10.0, "blew up: final loss above this x the initial "
               "loss (or NaN/Inf)", low=1.0, high=1e12),
+        from_profile("modern_seeds", "int", "seeds per cell of the second matrix (the modern "
+                     "failure modes)", low=1, high=1000),
+        Param("percentile", "float", 90.0, "percentile clipping (AutoClip): the percentile of "
+              "past gradient norms", low=1.0, high=100.0),
+        Param("zclip_z", "float", 2.5, "ZClip's z-score threshold", low=0.1, high=100.0),
+        Param("adagc_lambda", "float", 1.05, "AdaGC's lambda_rel", low=1.0, high=100.0),
+        Param("skip_sigma", "float", 6.0, "z-score skipping: skip a step whose loss or "
+              "gradient norm is this many standard deviations out", low=0.1, high=100.0),
         Param("gen_n_train", "int", 64, "training samples of the generalization test",
               low=2, high=10**7),
         from_profile("gen_steps", "int", "optimizer steps of the generalization test",
@@ -94,11 +102,11 @@ CHAPTER = Chapter(
     ),
     {
         "quick": dict(seeds=1, steps=8, depth=4, width=16, gen_steps=8, timing_steps=2,
-                      timing_repeat=1),
+                      timing_repeat=1, modern_seeds=1),
         "default": dict(seeds=3, steps=120, depth=16, width=64, gen_steps=200, timing_steps=10,
-                        timing_repeat=3),
+                        timing_repeat=3, modern_seeds=2),
         "full": dict(seeds=10, steps=1000, depth=30, width=128, gen_steps=2000,
-                     timing_steps=100, timing_repeat=5),
+                     timing_steps=100, timing_repeat=5, modern_seeds=10),
     },
 )
 
@@ -110,9 +118,14 @@ LEFT_OUT = {
                 "40-step dependency: the LSTM and a recurrent matrix of spectral radius 1 "
                 "failed it too in 50 steps (the recurrence chapter trains for longer)",
 }
-ROWS = [c for c in CAUSES if c not in LEFT_OUT]
+ROWS = [c for c in rm.CLASSIC if c not in LEFT_OUT]
 #: Columns of the page: the L2 penalty and the LSTM cell are left out (see the page).
-COLUMNS = [r for r in REMEDIES if r not in ("l2", "lstm")]
+COLUMNS = [r for r in rm.CLASSIC_REMEDIES if r not in ("l2", "lstm")]
+#: The second matrix: the failure modes of the later chapters (low precision, spikes,
+#: convnets, transformers), with the columns that apply to at least one of them.
+MODERN_ROWS = list(rm.MODERN)
+MODERN_COLUMNS = [r for r in REMEDIES if r in ("none", "healthy") or any(
+    c not in REMEDIES[r].not_for for c in MODERN_ROWS)]
 #: Explodes at initialization: the gradient grows at least tenfold across the network.
 AT_INIT_DECADES = 1.0
 
@@ -126,7 +139,9 @@ def settings(P: Params) -> rm.Settings:
                        agc_lambda=P.agc_lambda, warmup_fraction=P.warmup_fraction, l2=P.l2,
                        stop_factor=P.stop_factor, adam_lr=P.adam_lr,
                        stall_threshold=P.stall_threshold, dropout=P.dropout,
-                       blowup_factor=P.blowup_factor)
+                       blowup_factor=P.blowup_factor, percentile=P.percentile,
+                       zclip_z=P.zclip_z, adagc_lambda=P.adagc_lambda,
+                       skip_sigma=P.skip_sigma)
 
 
 def common(P: Params) -> dict:
@@ -159,7 +174,10 @@ SHORT = {"weights_large": "weights\ntoo large\n(σ_w = 2)",
          "tanh_chaotic": "tanh,\nchaotic\n(σ_w = 2.5)", "batch_norm": "batch norm\nwithout\nskips",
          "lr_large": "learning\nrate too\nlarge",
          "inputs": "unnormalized\ninputs", "weights_small": "weights\ntoo small",
-         "long_rnn": "long\nsequences"}
+         "long_rnn": "long\nsequences", "fp16_overflow": "float16\noverflow",
+         "fp16_underflow": "float16\nunderflow", "outliers": "outlier\nbatches",
+         "cnn_weights_large": "convnet,\nweights\ntoo large",
+         "post_ln": "post-LN\ntrans-\nformer"}
 
 
 def short(cause: str) -> str:
@@ -174,7 +192,7 @@ def l2_shrink(P: Params) -> float:
     """The largest fraction of a weight the L2 penalty alone removes in a run, over the
     feed-forward rows (momentum's amplification counted at every step: an upper bound)."""
     return max(theory.penalty_shrink(cfg["lr"], P.l2, P.steps, MOMENTUM[cfg["optimizer"]])
-               for c in CAUSES if not CAUSES[c].recurrent
+               for c in rm.CLASSIC if not CAUSES[c].recurrent
                for cfg in [rm.cause_config(c, **common(P))])
 
 
@@ -196,7 +214,8 @@ def setup_numbers(P: Params) -> dict:
         "timing_steps", "gen_n_train", "gen_steps"]}
     numbers.update({f"matrix_{key}": f"{P[key]:g}" for key in [
         "clip_norm", "clip_value", "agc_lambda", "l2", "stop_factor", "adam_lr",
-        "stall_threshold", "dropout", "blowup_factor"]})
+        "stall_threshold", "dropout", "blowup_factor", "percentile", "zclip_z",
+        "adagc_lambda", "skip_sigma"]})
     deep_lr = rm.cause_config("weights_large", **common(P))["lr"]
     growth = theory.dropout_chi_factor(P.dropout) ** (P.depth / 2)
     numbers.update({
@@ -431,11 +450,55 @@ def cells_table(runs: pd.DataFrame):
                           missing="blew up")
 
 
-def describe(P: Params):
+def describe(P: Params, rows: list[str] = ROWS, columns: list[str] = COLUMNS):
     """What each cell changes relative to its row's failing configuration."""
     table = rm.describe(settings(P), **common(P))
-    table = table.loc[[cause_label(c) for c in ROWS], [remedy_label(r) for r in COLUMNS]]
+    table = table.loc[[cause_label(c) for c in rows], [remedy_label(r) for r in columns]]
     return readable.table(table.T.rename_axis("remedy").reset_index())
+
+
+# --------------------------------------------------------------------------- the second matrix
+
+
+def fig_modern(modern: pd.DataFrame, P: Params) -> plt.Figure:
+    """The second matrix (the modern failure modes): the same cells as :func:`fig_heatmap`,
+    with the columns that apply to at least one of its rows."""
+    return fig_heatmap(modern, P)
+
+
+def modern_numbers(modern: pd.DataFrame, P: Params) -> dict:
+    """The glued numbers of the second matrix: every cell in words, per row the remedies
+    that fixed it and the failing ones, and the runs whose divergence skipping hid."""
+    summary = rm.summarize(modern)
+    cells = summary.set_index(["cause", "remedy"])
+    rows = list(dict.fromkeys(summary.cause))
+    failing = failing_rows(summary)
+    remedies = [r for r in dict.fromkeys(summary.remedy) if r not in ("none", "healthy")]
+    on_failing = summary.cause.isin(failing) & summary.remedy.isin(remedies)
+    applicable = summary[on_failing & summary.applicable]
+    numbers = {
+        "matrix_modern_seeds": P.modern_seeds,
+        "matrix_modern_n_rows": len(rows),
+        "matrix_modern_n_failing": len(failing),
+        "matrix_modern_failing": names(failing),
+        "matrix_modern_passing": names([c for c in rows if c not in failing]),
+        "matrix_modern_n_cells": len(applicable),
+        "matrix_modern_n_fixed_cells": int(applicable.fixed.sum()),
+        "matrix_modern_n_runs": int(modern.applicable.sum()),
+        "matrix_modern_healthy_failed": names(
+            [c for c in rows if not cells.loc[(c, "healthy"), "fixed"]]),
+        "matrix_modern_n_hidden": int(summary[summary.applicable].hidden.sum()),
+    }
+    for c in rows:
+        fixed = [r for r in remedies if cells.loc[(c, r), "fixed"]]
+        tried = [r for r in remedies if cells.loc[(c, r), "applicable"]]
+        numbers[f"matrix_modern_fixes_{c}"] = (
+            "; ".join(remedy_label(r) for r in fixed) or "none")
+        numbers[f"matrix_modern_fix_{c}"] = f"{len(fixed)} of {len(tried)}"
+        for r in dict.fromkeys(summary.remedy):
+            if cells.loc[(c, r), "applicable"]:
+                numbers[f"matrix_cell_{c}_{r}"] = rm.outcome_text(cells.loc[(c, r)])
+    return numbers
 
 
 # --------------------------------------------------------------------------- generalization

@@ -43,7 +43,7 @@ from ..engine.params import ConfigError
 from ..engine.registry import get
 from ..engine.runner import check_seeds
 from ..engine.runner import run as run_experiment
-from ..experiments.feedforward import DATA_PARAMS, make_data
+from ..experiments.feedforward import APPLIES_TO, DATA_PARAMS, make_data
 from .outcomes import run_outcomes
 from .readable import number
 from .timing import time_ratios
@@ -86,7 +86,32 @@ CAUSES: dict[str, Cause] = {c.name: c for c in (
     Cause("long_rnn", "long sequences (tanh RNN, ρ = 3, T = 40)", "recurrence",
           "rnn_training", dict(cell="rnn", spectral_radius=3.0, hidden_size=32, seq_len=40,
                                optimizer="adam", lr=0.01), dict(seq_len=5)),
+    # The failure modes of the later chapters: low precision, spikes, convnets, transformers.
+    Cause("fp16_overflow", "float16 overflow (ReLU, σ_w = 2, 22 layers, Adam)", "precision",
+          "training", dict(activation="relu", init="normal", sigma_w=2.0, depth=22,
+                           task="regression", optimizer="adam", lr=3e-3, precision="fp16"),
+          dict(precision="fp32")),
+    Cause("fp16_underflow", "float16 underflow (ReLU, σ_w = 0.8, 22 layers, Adam)",
+          "precision", "training",
+          dict(activation="relu", init="normal", sigma_w=0.8, depth=22, task="regression",
+               optimizer="adam", lr=3e-3, precision="fp16"), dict(precision="fp32")),
+    Cause("outliers", "outlier minibatches (inputs × 100 at 5% of steps)", "spikes",
+          "training", dict(activation="relu", init="he", depth=4, outlier_prob=0.05,
+                           outlier_scale=100.0), dict(outlier_prob=0.0)),
+    Cause("cnn_weights_large", "convnet, weights too large (ReLU, σ_w = 2.5)", "convnets",
+          "training", dict(architecture="cnn", depth=8, channels=16, image_size=6,
+                           activation="relu", init="normal", sigma_w=2.5), dict(init="he")),
+    Cause("post_ln", "post-LN transformer (Adam at 0.01, no warmup)", "transformers",
+          "training", dict(architecture="transformer", depth=4, width=32, heads=4,
+                           norm_position="post", optimizer="adam", lr=0.01),
+          dict(lr=0.003)),
 )}
+
+#: The rows of the first matrix (the cause chapters) and of the second (the failure modes
+#: of the later chapters: precision, spikes, convnets, transformers).
+CLASSIC = ("weights_large", "weights_small", "tanh_chaotic", "batch_norm", "lr_large",
+           "inputs", "long_rnn")
+MODERN = tuple(c for c in CAUSES if c not in CLASSIC)
 
 
 #: The experiment that measures a network's gradients at initialization, for each kind of
@@ -130,6 +155,11 @@ class Settings:
     stall_threshold: float = 0.9  # stalled: final loss > this x the trivial loss
     dropout: float = 0.1  # dropout probability after every hidden activation
     blowup_factor: float = 10.0  # blew up: final loss > this x the initial loss
+    # the spike remedies, each at its authors' default (as in the spikes chapter)
+    percentile: float = 90.0  # AutoClip: clip at this percentile of past norms
+    zclip_z: float = 2.5  # ZClip: z-score threshold of the norm
+    adagc_lambda: float = 1.05  # AdaGC: lambda_rel of each tensor's own norm EMA
+    skip_sigma: float = 6.0  # skip a step whose loss or norm is this many sd out
 
 
 @dataclass(frozen=True)
@@ -153,7 +183,38 @@ _FEEDFORWARD = "no recurrence in a feed-forward network"
 _ALREADY_HE = "already He-initialized"
 
 _INIT = {"weights_large": dict(init="he"), "weights_small": dict(init="he"),
-         "tanh_chaotic": dict(init="xavier"), "long_rnn": dict(spectral_radius=1.0)}
+         "tanh_chaotic": dict(init="xavier"), "long_rnn": dict(spectral_radius=1.0),
+         "fp16_overflow": dict(init="he"), "fp16_underflow": dict(init="he"),
+         "cnn_weights_large": dict(init="he")}
+
+
+def _only(causes: Iterable[str], why: str) -> dict:
+    """``not_for`` of a remedy that applies to ``causes`` only: every other row, ``why``."""
+    return {c: why for c in CAUSES if c not in causes}
+
+
+_PRECISION = ("fp16_overflow", "fp16_underflow")
+_NOT_PRECISION = "not a float16 network"
+_SPIKE = "a spike remedy, tried on the row with spikes"
+_TRANSFORMER = "not a transformer"
+#: Why the existing columns are not tried on a modern row (the rest apply).
+_IN_PASS = "a range failure in the forward and backward pass, not a step too large"
+_MODERN_NOT = {
+    "clip_norm": {c: _IN_PASS for c in _PRECISION},
+    "clip_value": {c: "left out of the second matrix" for c in MODERN},
+    "agc": {c: _IN_PASS for c in _PRECISION},
+    "init": {"outliers": _ALREADY_HE, "post_ln": "the transformer's own initialization; "
+             "its failure is the placement of the layer norms"},
+    "batch_norm": {c: "tried on the convnet only" for c in MODERN if c != "cnn_weights_large"},
+    "layer_norm": {c: "left out of the second matrix" for c in MODERN},
+    "residual": {c: "left out of the second matrix" for c in MODERN},
+    "adam": {c: "the float16 rows already use Adam" for c in _PRECISION},
+    "warmup": {c: _IN_PASS for c in _PRECISION},
+    "l2": {c: "left out of the second matrix" for c in MODERN},
+    "early_stopping": {c: "left out of the second matrix" for c in MODERN},
+    "dropout": {c: "left out of the second matrix" for c in MODERN},
+    "lstm": {c: _FEEDFORWARD for c in MODERN},
+}
 
 REMEDIES: dict[str, Remedy] = {r.name: r for r in (
     Remedy("none", "none", None, lambda c, s, k: {}),
@@ -190,9 +251,39 @@ REMEDIES: dict[str, Remedy] = {r.name: r for r in (
            not_for={c: _FEEDFORWARD for c in ("weights_large", "weights_small",
                                               "tanh_chaotic", "batch_norm", "lr_large",
                                               "inputs")}),
+    Remedy("loss_scaling", "dynamic loss scaling", "precision",
+           lambda c, s, k: dict(loss_scaling="dynamic"), not_for=_only(_PRECISION,
+                                                                       _NOT_PRECISION)),
+    Remedy("bf16", "bfloat16 instead of float16", "precision",
+           lambda c, s, k: dict(precision="bf16"), not_for=_only(_PRECISION, _NOT_PRECISION)),
+    Remedy("pre_ln", "pre-LN (norm before each block)", "transformers",
+           lambda c, s, k: dict(norm_position="pre"), not_for=_only(["post_ln"], _TRANSFORMER)),
+    Remedy("qk_norm", "QK-layernorm", "transformers", lambda c, s, k: dict(qk_norm=True),
+           not_for=_only(["post_ln"], _TRANSFORMER)),
+    Remedy("percentile", "percentile clipping (AutoClip)", "spikes",
+           lambda c, s, k: dict(clip="percentile", clip_threshold=s.percentile),
+           not_for=_only(["outliers"], _SPIKE)),
+    Remedy("zclip", "ZClip", "spikes", lambda c, s, k: dict(clip="zclip",
+                                                            clip_threshold=s.zclip_z),
+           not_for=_only(["outliers"], _SPIKE)),
+    Remedy("adagc", "AdaGC", "spikes", lambda c, s, k: dict(clip="adagc",
+                                                            clip_threshold=s.adagc_lambda),
+           not_for=_only(["outliers"], _SPIKE)),
+    Remedy("skip_zscore", "skip outlier steps (z-score)", "spikes",
+           lambda c, s, k: dict(skip="zscore", skip_threshold=s.skip_sigma),
+           not_for=_only(["outliers"], _SPIKE)),
+    Remedy("skip_nonfinite", "skip NaN/Inf steps", "spikes",
+           lambda c, s, k: dict(skip="nonfinite"),
+           not_for=_only(["outliers", "fp16_overflow"], _SPIKE)),
     Remedy("healthy", "cause removed (reference)", "causes",
            lambda c, s, k: c.healthy, reference=True),
 )}
+for _name, _why in _MODERN_NOT.items():  # the classic columns on the modern rows
+    REMEDIES[_name].not_for.update(_why)
+#: The columns of the first matrix, and the ones added for the second.
+CLASSIC_REMEDIES = ("none", "clip_norm", "clip_value", "agc", "init", "batch_norm",
+                    "layer_norm", "residual", "adam", "warmup", "l2", "early_stopping",
+                    "dropout", "lstm", "healthy")
 
 
 def cause_config(cause: str, *, steps: int, depth: int = 30, width: int = 64,
@@ -214,6 +305,9 @@ def cause_config(cause: str, *, steps: int, depth: int = 30, width: int = 64,
                 batch_size=batch_size, steps=steps, log_every=log_every)
     if engine != "loop":
         base["engine"] = engine
+    # only the settings the row's architecture reads (a convnet has no width)
+    arch = c.failing.get("architecture", "mlp")
+    base = {k: v for k, v in base.items() if arch in APPLIES_TO.get(k, (arch,))}
     return {**base, **c.failing}
 
 
@@ -236,7 +330,13 @@ def trivial_loss(experiment: str, config: dict) -> float:
     if experiment == "rnn_training":
         return ADDING_BASELINE_MSE
     resolved = get("training").resolve(config)
-    return _trivial_training_loss(tuple((p.name, resolved[p.name]) for p in DATA_PARAMS))
+    return _trivial_training_loss(tuple((name, resolved[name]) for name in _DATA_KEYS))
+
+
+#: What :func:`.feedforward.make_data` reads: the data parameters, and the architecture
+#: with the two model parameters that shape a convnet's images and a transformer's
+#: sequences.
+_DATA_KEYS = tuple(p.name for p in DATA_PARAMS) + ("architecture", "image_size", "seq_len")
 
 
 @functools.lru_cache(maxsize=64)
@@ -245,7 +345,8 @@ def _trivial_training_loss(data_params: tuple) -> float:
     cells of a row share their data."""
     data = make_data(dict(data_params))
     y = data.y_test
-    if data.task == "classification":
+    if data.task != "regression":  # classes (of images, of every position of a sequence)
+        y = y.reshape(-1)
         p = np.bincount(y.numpy(), minlength=data.d_out) / len(y)
         p = p[p > 0]
         return float(-(p * np.log(p)).sum())
@@ -264,13 +365,44 @@ def constant_accuracy(config: dict) -> float:
 CHECKPOINTS = (0.25, 0.5, 0.75)
 
 
+#: A run whose last ``HIDDEN_TAIL`` of steps were skipped at least half the time did not
+#: survive: skipping hid its divergence (the spikes chapter's rule).
+HIDDEN_TAIL = 0.2
+
+
+def hidden_divergence(runs: pd.DataFrame, until: int | None = None) -> pd.Series:
+    """Per seed (index): whether skipping hid a divergence by step ``until`` (None: the
+    end): the run did not diverge, but at least half of the steps of the last
+    :data:`HIDDEN_TAIL` of its steps were skipped (a skipped step updates nothing, so a run
+    that skips most of its late steps has stopped training)."""
+    steps = runs.drop_duplicates(["seed", "step"])
+    if until is not None:
+        steps = steps[steps["step"] <= until]
+    out = {}
+    for seed, g in steps.sort_values("step").groupby("seed"):
+        skipped = (g["skipped"].fillna(0).to_numpy() if "skipped" in g
+                   else np.zeros(len(g)))[:-1]  # the last row makes no update
+        tail = skipped[-max(1, int(round(HIDDEN_TAIL * len(skipped)))):]
+        out[seed] = bool(len(tail) and tail.mean() >= 0.5)
+    return pd.Series(out, dtype=bool)
+
+
+def _hidden(runs: pd.DataFrame, seeds: pd.Series, until: int | None = None) -> np.ndarray:
+    """:func:`hidden_divergence` for ``seeds``, in their order."""
+    hidden = hidden_divergence(runs, until)
+    return np.array([bool(hidden.get(s, False)) for s in seeds], dtype=bool)
+
+
 def outcome(runs: pd.DataFrame, experiment: str, trivial: float,
             stall_threshold: float = Settings.stall_threshold,
             blowup_factor: float = Settings.blowup_factor) -> pd.DataFrame:
     """Per seed of one cell: diverged, blew up, stopped, stalled, and the losses they
     rest on.
 
-    Columns: seed, diverged, blew_up, stopped, stalled, initial_loss, final_loss,
+    ``blew_up`` counts a divergence hidden by skipping (``hidden``,
+    :func:`hidden_divergence`) too.
+
+    Columns: seed, diverged, blew_up, hidden, stopped, stalled, initial_loss, final_loss,
     trivial_loss, loss_ratio (final / initial), baseline_ratio (final / trivial; inf when
     it blew up), test_accuracy (NaN unless classification), diverged_step, stopped_step,
     and per checkpoint fraction q of :data:`CHECKPOINTS` (``q25``, ``q50``, ``q75``): the
@@ -285,11 +417,13 @@ def outcome(runs: pd.DataFrame, experiment: str, trivial: float,
     else:
         initial, final = per_run["first_test_loss"], per_run["final_test_loss"]
         accuracy = per_run["final_accuracy"]
-    diverged, blew_up = per_run["diverged"], per_run["blew_up"]
+    diverged = per_run["diverged"]
+    hidden = _hidden(runs, per_run["seed"]) & ~diverged.to_numpy(dtype=bool)
+    blew_up = per_run["blew_up"] | hidden  # a divergence hidden by skipping is one
     ratio = (final / trivial).where(~blew_up, math.inf)
     out = pd.DataFrame({
         "seed": per_run["seed"], "diverged": diverged, "blew_up": blew_up,
-        "stopped": per_run["stopped"],
+        "hidden": hidden, "stopped": per_run["stopped"],
         "stalled": ~blew_up & ~(ratio <= stall_threshold),  # NaN counts as stalled
         "initial_loss": initial, "final_loss": final, "trivial_loss": trivial,
         "loss_ratio": (final / initial).where(~diverged, math.inf), "baseline_ratio": ratio,
@@ -306,7 +440,7 @@ def outcome(runs: pd.DataFrame, experiment: str, trivial: float,
         per = run_outcomes(early, tail=tail, blow_up=blowup_factor).set_index("seed")
         per = per.loc[out["seed"]]
         final = (per["final_loss"] if recurrent else per["final_test_loss"]).to_numpy()
-        blown = per["blew_up"].to_numpy()
+        blown = per["blew_up"].to_numpy(dtype=bool) | _hidden(early, out["seed"], at)
         tag = f"q{round(100 * q)}"
         out[tag] = at
         out[f"blew_up_{tag}"] = blown
@@ -398,6 +532,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
                 "learned": int((~cell["blew_up"].astype(bool)
                                 & ~cell["stalled"].astype(bool)).sum()),
                 "stopped": int(cell["stopped"].sum()),
+                "hidden": int(cell["hidden"].sum()) if "hidden" in cell else 0,
                 "frac_diverged": cell["diverged"].mean(), "frac_stalled": cell["stalled"].mean(),
                 "median_ratio": float(np.median(ratio)), "min_ratio": float(ratio.min()),
                 "max_ratio": float(ratio.max()),
@@ -424,8 +559,11 @@ def outcome_text(row: pd.Series) -> str:
         return f"fixed ({where})"
     parts = []
     if row["blew_up"]:
-        nan = f" ({int(row['diverged'])} to NaN/Inf)" if row["diverged"] else ""
-        parts.append(f"{int(row['blew_up'])}/{n} blew up{nan}")
+        how = [f"{int(row['diverged'])} to NaN/Inf"] if row["diverged"] else []
+        if row.get("hidden", 0):
+            how.append(f"{int(row['hidden'])} hidden by skipping")
+        parts.append(f"{int(row['blew_up'])}/{n} blew up"
+                     + (f" ({', '.join(how)})" if how else ""))
     if row["stalled"]:
         parts.append(f"{int(row['stalled'])}/{n} stalled")
     return ", ".join(parts + ([where] if where else []))
