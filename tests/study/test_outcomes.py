@@ -226,3 +226,11 @@ def test_blew_up_counts_a_finite_loss_far_above_its_start_and_every_divergence()
     assert out["blew_up"].tolist() == [False, True, False, True]
     assert out.columns[-1] == "blew_up"  # added after the columns pages already read
     assert outcomes.run_outcomes(rows[2], blow_up=5.0)["blew_up"].item()
+
+
+def test_skipping_hid_a_divergence_when_most_late_updates_were_skipped():
+    assert not outcomes.skipping_hid([0.0] * 7 + [1.0, 0.0, 0.0])  # the last fifth: none
+    assert outcomes.skipping_hid([0.0] * 8 + [0.0, 1.0])  # half of the last fifth
+    assert outcomes.skipping_hid([0.0] * 8 + [1.0, 1.0])
+    assert not outcomes.skipping_hid([1.0] * 8 + [np.nan, 0.0])  # early skips do not count
+    assert not outcomes.skipping_hid([])

@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..engine.params import Param
 from ..study import plots, readable
-from ..study.outcomes import k_of_n, run_outcomes, steps_only
+from ..study.outcomes import BLOW_UP, k_of_n, run_outcomes, skipping_hid, steps_only
 from . import Chapter, Params
 from ._shared import BATCH, SEEDS, from_profile
 
@@ -79,14 +79,6 @@ REMEDIES = ("none", "norm", "agc", "autoclip", "zclip", "adagc", "skip", "skip_n
             "early_stop")
 #: A spike episode ends after this many steps without a spike.
 EPISODE_GAP = 5
-#: A run whose last ``HIDDEN_TAIL`` of steps were skipped at least half the time did not
-#: survive: skipping hid its divergence.
-HIDDEN_TAIL = 0.2
-#: A run that ends with a finite test loss above this multiple of its first one diverged
-#: too, only without reaching Inf (the science review's O6: "stalled" must not hide it).
-BLOWUP = 10.0
-
-
 def remedy_label(name: str, P: Params) -> str:
     """How the page names a remedy, with its setting."""
     return {"none": "none", "norm": f"norm clip at {P.clip_norm:g}",
@@ -167,7 +159,7 @@ def survived(loss: np.ndarray, episode: tuple[int, int], recover: int, alive: in
 
 def run_table(runs: pd.DataFrame, P: Params, by: list[str]) -> pd.DataFrame:
     """One row per run (``by``, ``remedy`` and seed): ``ended`` (finished; diverged: the
-    loss or gradient became NaN/Inf, or the final test loss is above :data:`BLOWUP` times
+    loss or gradient became NaN/Inf, or the final test loss is above :data:`.outcomes.BLOW_UP` times
     the first; stopped; or hidden: its last steps were mostly skipped), ``failed`` (diverged or
     hidden), ``spikes`` and ``survived`` (episodes of :func:`spike_episodes`),
     ``final_test_loss`` (NaN when it failed), ``clipped`` and ``skipped`` (fractions of
@@ -180,9 +172,9 @@ def run_table(runs: pd.DataFrame, P: Params, by: list[str]) -> pd.DataFrame:
         g = g.sort_values("step")
         o = outcomes.loc[key]
         skipped = g["skipped"].fillna(0).to_numpy()
-        tail = skipped[-max(1, int(round(HIDDEN_TAIL * len(g)))):]
-        hidden = not o["diverged"] and tail.mean() >= 0.5
-        blown = not o["stopped"] and o["final_test_loss"] > BLOWUP * o["first_test_loss"]
+        # the last row makes no update
+        hidden = not o["diverged"] and skipping_hid(skipped[:-1])
+        blown = not o["stopped"] and o["final_test_loss"] > BLOW_UP * o["first_test_loss"]
         ended = ("diverged" if o["diverged"] or (blown and not hidden) else
                  "stopped" if o["stopped"] else "hidden" if hidden else "finished")
         alive = len(g) - 1

@@ -42,6 +42,19 @@ def _last(s: pd.Series) -> float:
 BLOW_UP = 10.0
 
 
+#: A run whose last ``HIDDEN_TAIL`` of updates were skipped at least half the time did not
+#: survive: skipping hid its divergence (a skipped step updates nothing).
+HIDDEN_TAIL = 0.2
+
+
+def skipping_hid(skipped) -> bool:
+    """Whether a run's per-update ``skipped`` flags, in step order, hide a divergence: at
+    least half of the last :data:`HIDDEN_TAIL` of its updates were skipped."""
+    skipped = np.nan_to_num(np.asarray(skipped, dtype=float))
+    tail = skipped[-max(1, int(round(HIDDEN_TAIL * len(skipped)))):]
+    return bool(len(tail) and tail.mean() >= 0.5)
+
+
 def run_outcomes(runs: pd.DataFrame, by: list[str] | None = None,
                  tail: float | None = None, blow_up: float = BLOW_UP) -> pd.DataFrame:
     """One row per (``by``, seed) of a training-like table: how the run ended.

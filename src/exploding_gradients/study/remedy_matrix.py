@@ -44,7 +44,7 @@ from ..engine.registry import get
 from ..engine.runner import check_seeds
 from ..engine.runner import run as run_experiment
 from ..experiments.feedforward import APPLIES_TO, DATA_PARAMS, make_data
-from .outcomes import run_outcomes
+from .outcomes import run_outcomes, skipping_hid
 from .readable import number
 from .timing import time_ratios
 
@@ -365,25 +365,17 @@ def constant_accuracy(config: dict) -> float:
 CHECKPOINTS = (0.25, 0.5, 0.75)
 
 
-#: A run whose last ``HIDDEN_TAIL`` of steps were skipped at least half the time did not
-#: survive: skipping hid its divergence (the spikes chapter's rule).
-HIDDEN_TAIL = 0.2
-
-
 def hidden_divergence(runs: pd.DataFrame, until: int | None = None) -> pd.Series:
     """Per seed (index): whether skipping hid a divergence by step ``until`` (None: the
-    end): the run did not diverge, but at least half of the steps of the last
-    :data:`HIDDEN_TAIL` of its steps were skipped (a skipped step updates nothing, so a run
-    that skips most of its late steps has stopped training)."""
+    end): at least half of its last updates were skipped (:func:`.outcomes.skipping_hid`;
+    a run that skips most of its late steps has stopped training)."""
     steps = runs.drop_duplicates(["seed", "step"])
     if until is not None:
         steps = steps[steps["step"] <= until]
     out = {}
     for seed, g in steps.sort_values("step").groupby("seed"):
-        skipped = (g["skipped"].fillna(0).to_numpy() if "skipped" in g
-                   else np.zeros(len(g)))[:-1]  # the last row makes no update
-        tail = skipped[-max(1, int(round(HIDDEN_TAIL * len(skipped)))):]
-        out[seed] = bool(len(tail) and tail.mean() >= 0.5)
+        skipped = g["skipped"] if "skipped" in g else np.zeros(len(g))
+        out[seed] = skipping_hid(np.asarray(skipped)[:-1])  # the last row makes no update
     return pd.Series(out, dtype=bool)
 
 
