@@ -543,6 +543,36 @@ def _cnn(n: Numbers):
         f"({link('convnets', 'Convolutional networks', 'cnn-case-study')}).")
 
 
+@_claim("Architectures and numerics", "Fine-tuning a transformer produced unusually large "
+        "gradients, and learning-rate schedules and robust optimizers tamed them.",
+        "Logic Nest", "transformers", "tf-verdict",
+        "the transformers chapter's rule (transformers.seed_verdict): untestable here "
+        "without a rate at which post-LN fails without warmup while pre-LN with warmup "
+        "learns; refuted if warmup does not lower the failures there; supported if it "
+        "removes them, also in longer runs, and the failures were explosions (a run "
+        "diverged or its gradient grew 10-fold); nuanced otherwise. Every run uses Adam, "
+        "so the optimizer half is not tested.")
+def _transformer(n: Numbers):
+    from .transformers import seed_verdict  # the chapter's own rule: one home for it
+
+    page = {k: n["transformers", k] for k in (
+        "tf_fail_lr", "tf_post_cold_nfailed", "tf_post_warm_nfailed", "tf_pre_warm_nfailed",
+        "tf_long_post_warm_nfailed", "tf_failed_diverged", "tf_failed_growth_max")}
+    page.update({k: int(parse_number(v)) for k, v in page.items()
+                 if k.endswith(("nfailed", "diverged"))})
+    grew = parse_number(page["tf_failed_growth_max"])
+    how = ("the failures were explosions" if page["tf_failed_diverged"] or grew >= 10 else
+           "the failures were not explosions: the gradient vanished towards the input")
+    return seed_verdict(page), (
+        f"A post-LN transformer trained with Adam failed without warmup at learning rate "
+        f"{n['transformers', 'tf_fail_lr']} in {n['transformers', 'tf_post_cold_failed']} "
+        f"runs, and in {n['transformers', 'tf_post_warm_failed']} with warmup; pre-LN "
+        f"without warmup in {n['transformers', 'tf_pre_cold_failed']}. The failed runs' "
+        f"gradient grew at most {n['transformers', 'tf_failed_growth_max']}-fold and "
+        f"{n['transformers', 'tf_failed_diverged']} diverged: {how} "
+        f"({link('transformers', 'Transformers', 'tf-warmup')}).")
+
+
 def ledger(numbers: Numbers | None = None) -> pd.DataFrame:
     """Every claim of :data:`CLAIMS` decided from ``numbers`` (default: the executed pages
     of this build), one row each, in the order of :data:`SECTIONS`."""
