@@ -72,3 +72,4 @@ def test_a_missing_page_or_number_names_it(tmp_path):
 def test_a_median_with_its_range_reads_as_the_median():
     assert ledger.parse_number("0.212 [0.211, 0.3]") == 0.212
     assert ledger.parse_number("4.4 × 10¹⁰ [1, 10¹¹]") == pytest.approx(4.4e10)
+    assert ledger.parse_number("18 (18 to 20 over seeds)") == 18

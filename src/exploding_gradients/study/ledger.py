@@ -32,10 +32,12 @@ def parse_number(text) -> float:
     """A number as :func:`.readable.number` (or Python) writes it, as a float: ``4.4 ×
     10¹⁰``, ``10⁻³``, ``−0.25``, ``1,234``, ``12%`` (0.12), ``∞``, ``–`` (NaN), and a
     median with its range as :func:`.outcomes.med_range` writes it (``0.21 [0.2, 0.3]``:
-    the median).  Raises ``ValueError`` naming the text when it is not a number."""
+    the median), or a number with a note in parentheses (``18 (18 to 20 over seeds)``).
+    Raises ``ValueError`` naming the text when it is not a number."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         return float(text)
-    s = re.sub(r"\s*\[[^\]]*\]$", "", str(text).strip())  # a median's [min, max]
+    # a median's [min, max], or a note after the number: "18 (18 to 20 over seeds)"
+    s = re.sub(r"\s*(\[[^\]]*\]|\([^)]*\))$", "", str(text).strip())
     if s in ("–", "-", "nan", "NaN", "diverged"):
         return math.nan
     if s in ("∞", "inf"):
