@@ -21,8 +21,7 @@ from pathlib import Path
 import nbformat
 import papermill
 
-from ..study.ledger import PAGES_ENV
-from ..study.plots import FIGURES_ENV
+from ..study.plots import FIGURES_ENV, PAGES_ENV
 
 HIDDEN = {"parameters", "injected-parameters"}
 PARTIAL = ".partial"

@@ -20,9 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .plots import PAGES_ENV
+
 VERDICTS = ("supported", "nuanced", "refuted", "untestable here")
-#: Where the book build puts the executed pages (set by ``build.bookbuild`` for the kernel).
-PAGES_ENV = "EXPLODING_GRADIENTS_PAGES"
 _SUPERSCRIPT = str.maketrans("⁻⁰¹²³⁴⁵⁶⁷⁸⁹", "-0123456789")
 _NUMBER = re.compile(r"^\s*([−+-]?\d[\d,]*(?:\.\d*)?|[−+-]?\.\d+)?\s*(?:×\s*)?"
                      r"(?:10([⁻⁰¹²³⁴⁵⁶⁷⁸⁹]+))?\s*(%)?\s*$")

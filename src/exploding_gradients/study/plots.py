@@ -308,6 +308,8 @@ def stamp(fig: plt.Figure, params: dict) -> None:
 
 
 FIGURES_ENV = "EXPLODING_GRADIENTS_FIGURES"
+#: Where the book build puts the executed pages (set for the kernel; the ledger reads them).
+PAGES_ENV = "EXPLODING_GRADIENTS_PAGES"
 
 
 def glue_figure(name: str, fig: plt.Figure, params: dict, wide: bool = False) -> None:
