@@ -54,7 +54,7 @@ from torch import nn
 
 from .models.mlp import MLP
 from .remedies import Remedies
-from .train import FlatGrads, TrainLog, divergence_cause, make_optimizer
+from .train import FlatGrads, TrainLog, divergence_cause, make_optimizer, resolve_device
 
 ENGINES = ("bmm", "vmap")
 #: Test samples evaluated at once (a fixed number, so a member's results do not depend on
@@ -70,7 +70,7 @@ def unsupported_reason(config: dict) -> str:
         return "the batched engine trains multilayer perceptrons"
     if config.get("normalization") == "batch":
         return "batch normalization couples the samples of a minibatch"
-    if config.get("device", "cpu") != "cpu":
+    if resolve_device(config.get("device", "cpu")).type != "cpu":  # "auto" may be the CPU
         return "the batched engine runs on the CPU"
     if config.get("stop_factor", 0.0):
         return "early stopping restores each member's best weights"
