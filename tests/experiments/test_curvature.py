@@ -166,3 +166,11 @@ def test_bad_learning_rate_is_refused_before_any_compute(isolated_cache, experim
     with pytest.raises(ConfigError, match=named):
         eg.sweep(experiment, [{"depth": 2}, overrides], seeds=1)
     assert not isolated_cache.exists(), "nothing may run when any point is invalid"
+
+
+@pytest.mark.parametrize("name", ["sharpness", "lr_boundary"])
+@pytest.mark.parametrize("bad", [dict(task="images"), dict(task="sort"),
+                                 dict(architecture="cnn")])
+def test_the_curvature_experiments_refuse_other_architectures_and_their_tasks(name, bad):
+    with pytest.raises(eg.ConfigError, match="parameter '(task|architecture)'.*allowed"):
+        eg.REGISTRY[name].resolve(bad)
