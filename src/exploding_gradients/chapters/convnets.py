@@ -24,7 +24,7 @@ from ..experiments.feedforward import make_data
 from ..study import growth, plots, readable
 from ..study.outcomes import k_of_n, med_range, run_outcomes
 from . import Chapter, Params, architecture, depth
-from ._shared import BATCH, SEEDS, from_profile
+from ._shared import BATCH, SEEDS, SIGMA_SWEEP, from_profile
 
 CHAPTER = Chapter(
     "convnets",
@@ -39,11 +39,7 @@ CHAPTER = Chapter(
         Param("kernel_size", "int", 3, "side of the (odd) convolution kernels", low=1,
               high=31),
         BATCH,
-        Param("relu_sigma_w", "list[float]", [1.2, 1.4142, 1.6],
-              "sigma_w values for ReLU (critical: sqrt 2)", low=0.01, high=10.0),
-        Param("tanh_sigma_w", "list[float]", [0.8, 1.0, 1.5, 2.0],
-              "sigma_w values for tanh (critical: 1 when sigma_b is 0)", low=0.01, high=10.0),
-        Param("sigma_b", "float", 0.0, "bias standard deviation", low=0.0, high=10.0),
+        *SIGMA_SWEEP,
         from_profile("train_seeds", "int", "seeds per trained configuration", low=1,
                      high=1000),
         from_profile("train_depth", "int", "convolutions of the trained networks", low=1,

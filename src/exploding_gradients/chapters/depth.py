@@ -21,7 +21,7 @@ from ..activations import ACTIVATIONS
 from ..engine.params import Param
 from ..study import explorer, growth, plots, readable
 from . import Chapter, Params
-from ._shared import BATCH, SEEDS, WIDTH, from_profile
+from ._shared import BATCH, SEEDS, SIGMA_SWEEP, WIDTH, from_profile
 
 CHAPTER = Chapter(
     "depth",
@@ -33,11 +33,7 @@ CHAPTER = Chapter(
         from_profile("depths", "list[int]", "network depths for the depth sweep", low=1,
                      high=1000),
         BATCH,
-        Param("relu_sigma_w", "list[float]", [1.2, 1.4142, 1.6],
-              "sigma_w values for ReLU (critical: sqrt 2)", low=0.01, high=10.0),
-        Param("tanh_sigma_w", "list[float]", [0.8, 1.0, 1.5, 2.0],
-              "sigma_w values for tanh (critical: 1 when sigma_b is 0)", low=0.01, high=10.0),
-        Param("sigma_b", "float", 0.0, "bias standard deviation", low=0.0, high=10.0),
+        *SIGMA_SWEEP,
         Param("explorer_activations", "list[str]", ["relu", "tanh"],
               "activations of the interactive explorer", choices=tuple(ACTIVATIONS)),
         Param("explorer_sigma_w", "list[float]", [0.8, 1.0, 1.2, 1.4142, 1.5, 1.6, 2.0],
