@@ -246,9 +246,10 @@ def _instability(n: Numbers):
         "supported if the exploding network ends with a larger test-minus-training gap "
         "than its healthy twin in every pair; nuanced if in some; refuted if in none.")
 def _generalization(n: Numbers):
+    from .matrix import generalization_verdict  # the chapter's own rule: one home for it
+
     worse, pairs = (int(n.number("matrix", k)) for k in ("matrix_gen_n_worse", "matrix_gen_n"))
-    verdict = "supported" if worse == pairs else "nuanced" if worse else "refuted"
-    return verdict, (
+    return generalization_verdict(worse, pairs), (
         f"On a task small enough to overfit ({n['matrix', 'matrix_gen_n_train']} samples) the "
         f"exploding network ended with a larger test-minus-training gap than its healthy "
         f"twin in {worse} of {pairs} pairs ({n['matrix', 'matrix_gen_worse']}); where it "

@@ -565,9 +565,14 @@ def gen_numbers(gen: dict, P: Params) -> dict:
     numbers.update({"matrix_gen_n_worse": len(worse), "matrix_gen_n": len(GEN_ROWS),
                     "matrix_gen_worse": names(worse), "matrix_gen_blown": n_blown,
                     "matrix_gen_not_worse": names([c for c in GEN_ROWS if c not in worse]),
-                    "matrix_gen_verdict": ("supported" if len(worse) == len(GEN_ROWS)
-                                           else "refuted" if not worse else "nuanced")})
+                    "matrix_gen_verdict": generalization_verdict(len(worse), len(GEN_ROWS))})
     return numbers
+
+
+def generalization_verdict(worse: int, pairs: int) -> str:
+    """The verdict on "explosion hurts generalization": supported if the exploding network
+    generalized worse than its healthy twin in every pair, refuted in none, else nuanced."""
+    return "supported" if worse == pairs else "refuted" if not worse else "nuanced"
 
 
 # --------------------------------------------------------------------------- the cost
