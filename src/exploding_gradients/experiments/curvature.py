@@ -32,15 +32,6 @@ from .feedforward import (
     training_rows,
 )
 
-
-def mlp_only(config: dict) -> None:
-    """The curvature experiments measure multilayer perceptrons on their own tasks."""
-    if config.get("architecture", "mlp") != "mlp":
-        raise ConfigError(f"parameter 'architecture': got {config['architecture']!r}; allowed "
-                          "for the curvature experiments: 'mlp'")
-    check_architecture(config)
-
-
 HESSIAN_PARAMS = (
     Param("hessian_samples", "int", 2048,
           "training samples (the first ones, at most n_train) whose loss's Hessian is measured",
@@ -117,7 +108,8 @@ SHARPNESS_COLUMNS = ("step", "lambda_max", "stability_lr", "hessian_loss",
 
 
 @experiment("sharpness", SHARPNESS_PARAMS, columns=SHARPNESS_COLUMNS,
-            constraints=(mlp_only, batch_norm_batch, batch_norm_hessian), memory=_sharpness_memory)
+            constraints=(check_architecture, batch_norm_batch, batch_norm_hessian),
+            memory=_sharpness_memory)
 def sharpness_experiment(config: dict, seed: int) -> pd.DataFrame:
     """Top Hessian eigenvalue lam_max of the training loss, at init and along plain SGD.
 
@@ -184,7 +176,8 @@ LR_BOUNDARY_COLUMNS = ("lr_ratio", "lr", "lambda_max", "readout_share", "step", 
     Param("batch_size", "int", 64, "SGD minibatch size", low=1, high=65536),
     Param("log_every", "int", 10, "steps between test-loss evaluations", low=1, high=10**7),
 ) + HESSIAN_PARAMS, columns=LR_BOUNDARY_COLUMNS,
-    constraints=(mlp_only, batch_norm_batch, batch_norm_hessian), memory=_lr_boundary_memory)
+    constraints=(check_architecture, batch_norm_batch, batch_norm_hessian),
+    memory=_lr_boundary_memory)
 def lr_boundary(config: dict, seed: int) -> pd.DataFrame:
     """Plain SGD at learning rates lr = ratio * 2 / lambda_max(init), per seed.
 
