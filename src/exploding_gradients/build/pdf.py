@@ -14,6 +14,7 @@ Playwright's own browser download is not used.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -47,11 +48,20 @@ def chromium() -> str:
 
 
 def single_page(root: Path) -> Path:
-    """Build the single-page HTML of ``root``'s book (warnings as errors); its index."""
+    """Build the single-page HTML of ``root``'s book (warnings as errors); the page that
+    holds it (the root document, where jupyter-book's ``index.html`` redirects)."""
     command = str(Path(sys.executable).parent / "jupyter-book")
     subprocess.run([command, "build", str(root), "--builder", "singlehtml", "-W",
                     "--keep-going"], check=True)
-    return root / "_build" / "singlehtml" / "index.html"
+    return followed(root / "_build" / "singlehtml" / "index.html")
+
+
+def followed(page: Path) -> Path:
+    """``page``, or the page its ``<meta http-equiv="refresh">`` sends the reader to: the
+    browser would navigate away while the book is being measured for printing."""
+    match = re.search(r"""<meta[^>]+http-equiv=["']?refresh["']?[^>]*url=([^"'>\s]+)""",
+                      page.read_text(errors="replace"), re.IGNORECASE)
+    return page.parent / match.group(1) if match else page
 
 
 def print_pdf(page: Path, target: Path) -> None:
