@@ -18,8 +18,10 @@ import pytest
 
 from exploding_gradients.engine import cache
 
+# The per-seed loop caches each seed as it finishes (the batched engine caches a whole
+# ensemble at once), so a kill can land between two cached seeds.
 SWEEP = ["run", "training", "--set", "depth=6", "--set", "width=32", "--set", "steps=40",
-         "--set", "log_every=20", "--seeds", "24"]
+         "--set", "log_every=20", "--set", "engine=loop", "--seeds", "24"]
 
 
 def cli(args, cache_dir, **kwargs):
