@@ -19,12 +19,19 @@ def test_the_redirecting_index_leads_to_the_page_that_holds_the_book(tmp_path):
 
 @pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("chromium-browser")),
                     reason="needs Chromium")
-def test_a_redirected_single_page_is_printed(tmp_path):
+def test_a_redirected_single_page_is_printed_with_its_root_relative_images(tmp_path):
+    """Sphinx's single page in book/ links its images as _images/...: from the root."""
+    import matplotlib.pyplot as plt
+
     (tmp_path / "book").mkdir()
+    (tmp_path / "_images").mkdir()
+    fig = plt.figure(figsize=(1, 1))
+    fig.savefig(tmp_path / "_images" / "f.png")
+    plt.close(fig)
     (tmp_path / "index.html").write_text(REDIRECT)
     (tmp_path / "book" / "intro.html").write_text(
-        "<html><body><h1>Exploding gradients</h1><p>every page, one file</p></body></html>")
+        '<html><body><h1>Exploding gradients</h1><img src="_images/f.png"></body></html>')
     target = tmp_path / "out" / pdf.NAME
-    pdf.print_pdf(pdf.followed(tmp_path / "index.html"), target)
+    pdf.print_pdf(pdf.printable(tmp_path / "index.html"), target)
     assert target.read_bytes().startswith(b"%PDF")
     assert not list(target.parent.glob(".*partial"))

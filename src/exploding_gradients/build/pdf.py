@@ -53,7 +53,16 @@ def single_page(root: Path) -> Path:
     command = str(Path(sys.executable).parent / "jupyter-book")
     subprocess.run([command, "build", str(root), "--builder", "singlehtml", "-W",
                     "--keep-going"], check=True)
-    return followed(root / "_build" / "singlehtml" / "index.html")
+    return printable(root / "_build" / "singlehtml" / "index.html")
+
+
+def printable(index: Path) -> Path:
+    """The single page behind ``index``, copied beside it as ``print.html``: Sphinx writes
+    its links (``_images/``, ``_static/``) relative to the build's root, wherever the root
+    document lives (``book/intro.html`` here), so only there do its images load."""
+    copy = index.with_name("print.html")
+    copy.write_bytes(followed(index).read_bytes())
+    return copy
 
 
 def followed(page: Path) -> Path:
