@@ -324,6 +324,19 @@ def blew_up_at(table: pd.DataFrame, method: str, symbol: str = "c") -> str:
                      for r in t.itertuples()) or f"no {symbol}"
 
 
+def rule_numbers(t: pd.DataFrame, ref: float, key: str, clip: str, tag: str | None = None
+                 ) -> dict:
+    """One clipping rule's runs on one configuration (``t``: :func:`outcome_table`,
+    ``ref``: the healthy twin's final loss), glued as ``clipping_<key>_<tag>_*``: the
+    thresholds that learned, the runs that diverged or blew up, and the best final loss."""
+    runs, tag = t[t["clip"] == clip], tag or clip
+    return {f"clipping_{key}_{tag}_good": as_set(good_thresholds(t, ref, clip)),
+            f"clipping_{key}_{tag}_ndiv": int(runs.n_diverged.sum()),
+            f"clipping_{key}_{tag}_nblew": int(runs.n_blew_up.sum()),
+            f"clipping_{key}_{tag}_nruns": int(runs.n.sum()),
+            f"clipping_{key}_{tag}_best": number(runs.final_median.min())}
+
+
 def sweep_numbers(runs: dict, P: Params) -> dict:
     """The glued numbers of the threshold sweep."""
     numbers = {"clipping_norm_list": ", ".join(f"{t:g}" for t in P.norm_thresholds),
@@ -336,15 +349,8 @@ def sweep_numbers(runs: dict, P: Params) -> dict:
         t = outcome_table(per_run[key])
         numbers[f"clipping_{key}_none_div"] = t[t["clip"] == "none"].diverged.iloc[0]
         for method in ["norm", "value"]:
-            clipped = t[t["clip"] == method]
-            numbers.update({
-                f"clipping_{key}_{method}_good": as_set(good_thresholds(t, refs[key][0],
-                                                                        method)),
-                f"clipping_{key}_{method}_ndiv": int(clipped.n_diverged.sum()),
-                f"clipping_{key}_{method}_nblew": int(clipped.n_blew_up.sum()),
-                f"clipping_{key}_{method}_nruns": int(clipped.n.sum()),
-                f"clipping_{key}_{method}_blew_at": blew_up_at(t, method),
-                f"clipping_{key}_{method}_best": number(clipped.final_median.min())})
+            numbers.update(rule_numbers(t, refs[key][0], key, method))
+            numbers[f"clipping_{key}_{method}_blew_at"] = blew_up_at(t, method)
         numbers[f"clipping_{key}_first"] = number(per_run[key].first_loss.median())
     numbers["clipping_mlp_ref"] = number(refs["mlp"][0])
     t = outcome_table(per_run["rnn"])
@@ -629,14 +635,9 @@ def percentile_numbers(runs: dict, P: Params) -> dict:
             numbers["clipping_rnn_pct_c_first"] = number(np.median(first)) if first else "–"
     for key in CONFIGS:
         t = outcome_table(per_run[key])
-        pct = t[t["clip"] == "percentile"]
-        numbers.update({
-            f"clipping_{key}_pct_good": as_set(good_thresholds(t, refs[key][0], "percentile")),
-            f"clipping_{key}_pct_nblew": int(pct.n_blew_up.sum()),
-            f"clipping_{key}_pct_ndiv": int(pct.n_diverged.sum()),
-            f"clipping_{key}_pct_nruns": int(pct.n.sum()),
-            f"clipping_{key}_pct_best": number(pct.final_median.min()),
-            f"clipping_{key}_pct_worst": number(pct.final_max.max())})
+        numbers.update(rule_numbers(t, refs[key][0], key, "percentile", "pct"))
+        numbers[f"clipping_{key}_pct_worst"] = number(
+            t[t["clip"] == "percentile"].final_max.max())
     return numbers
 
 
@@ -664,14 +665,8 @@ def agc_numbers(runs: dict, P: Params) -> dict:
     numbers = {}
     for key in CONFIGS:
         t = outcome_table(per_run[key])
-        agc = t[t["clip"] == "agc"]
-        numbers.update({
-            f"clipping_{key}_agc_good": as_set(good_thresholds(t, refs[key][0], "agc")),
-            f"clipping_{key}_agc_ndiv": int(agc.n_diverged.sum()),
-            f"clipping_{key}_agc_nblew": int(agc.n_blew_up.sum()),
-            f"clipping_{key}_agc_nruns": int(agc.n.sum()),
-            f"clipping_{key}_agc_best": number(agc.final_median.min()),
-            f"clipping_{key}_agc_blew_at": blew_up_at(t, "agc", "λ")})
+        numbers.update(rule_numbers(t, refs[key][0], key, "agc"))
+        numbers[f"clipping_{key}_agc_blew_at"] = blew_up_at(t, "agc", "λ")
     return numbers
 
 

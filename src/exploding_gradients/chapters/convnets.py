@@ -168,12 +168,7 @@ def fig_profiles(layers: pd.DataFrame, P: Params) -> plt.Figure:
     rel = depth.with_relative(layers)
     fig, axes = plots.figure(2, 1, height=7.4, sharex=True)
     for ax, act in zip(axes, ["relu", "tanh"], strict=True):
-        sub = rel[rel.activation == act]
-        sws = sorted(sub.sigma_w.unique())
-        labels = {s: f"$\\sigma_w$ = {s:g} ($\\chi_1$ = {theory.chi1(act, s, P.sigma_b):.2f})"
-                  for s in sws}
-        plots.per_layer(ax, sub, "delta_norm_rel", "sigma_w", labels,
-                        {s: depth.predicted_profile(act, s, P) for s in sws})
+        depth.profile_panel(ax, rel, act, P)
         ax.set_title(f"{act}, {P.channels} channels, {P.kernel_size}×{P.kernel_size} kernels")
         ax.set_ylabel(r"$\|\delta^l\| \,/\, \|\delta^L\|$")
         plots.log_axis(ax)

@@ -145,17 +145,23 @@ def gsc_table(rel: pd.DataFrame, P: Params) -> pd.DataFrame:
     return growth.growth_table(rel, "gsc", predicted)
 
 
+def profile_panel(ax: plt.Axes, rel: pd.DataFrame, act: str, P: Params) -> None:
+    """``delta_norm_rel`` (:func:`with_relative`) per layer of activation ``act``, a line
+    per sigma_w labelled with its chi_1, and the mean-field profiles dashed."""
+    sub = rel[rel.activation == act]
+    sws = sorted(sub.sigma_w.unique())
+    labels = {s: f"$\\sigma_w$ = {s:g} ($\\chi_1$ = {theory.chi1(act, s, P.sigma_b):.2f})"
+              for s in sws}
+    plots.per_layer(ax, sub, "delta_norm_rel", "sigma_w", labels,
+                    {s: predicted_profile(act, s, P) for s in sws})
+
+
 def fig_profiles(layers: pd.DataFrame, P: Params) -> plt.Figure:
     """||delta^l|| / ||delta^L|| per layer for ReLU and tanh, with mean-field predictions."""
     rel = with_relative(layers)
     fig, axes = plots.figure(1, 2, height=4.4, sharey=True)
     for ax, act in zip(axes, ["relu", "tanh"], strict=True):
-        sub = rel[rel.activation == act]
-        sws = sorted(sub.sigma_w.unique())
-        labels = {s: f"$\\sigma_w$ = {s:g} ($\\chi_1$ = {theory.chi1(act, s, P.sigma_b):.2f})"
-                  for s in sws}
-        plots.per_layer(ax, sub, "delta_norm_rel", "sigma_w", labels,
-                        {s: predicted_profile(act, s, P) for s in sws})
+        profile_panel(ax, rel, act, P)
         ax.set_title("ReLU" if act == "relu" else act)
         ax.set_xlabel("layer $l$")
         ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))

@@ -359,15 +359,22 @@ def failing_rows(summary: pd.DataFrame) -> list[str]:
     return [c for c in base.index if not base.loc[c, "fixed"]]
 
 
-def matrix_numbers(runs: pd.DataFrame, P: Params) -> dict:
-    """The glued numbers of the verdict: counts and lists of rows (fixes are counted on
-    the failing rows only), every cell in words."""
+def _cells(runs: pd.DataFrame) -> tuple:
+    """A matrix's summary (:func:`.remedy_matrix.summarize`), indexed by (cause, remedy);
+    its rows in order, the failing ones, the remedy columns (not "none" or the healthy
+    twin) and which summary rows are remedy cells on failing rows."""
     summary = rm.summarize(runs)
-    cells = summary.set_index(["cause", "remedy"])
     rows = list(dict.fromkeys(summary.cause))
     failing = failing_rows(summary)
     remedies = [r for r in dict.fromkeys(summary.remedy) if r not in ("none", "healthy")]
     on_failing = summary.cause.isin(failing) & summary.remedy.isin(remedies)
+    return summary, summary.set_index(["cause", "remedy"]), rows, failing, remedies, on_failing
+
+
+def matrix_numbers(runs: pd.DataFrame, P: Params) -> dict:
+    """The glued numbers of the verdict: counts and lists of rows (fixes are counted on
+    the failing rows only), every cell in words."""
+    summary, cells, rows, failing, remedies, on_failing = _cells(runs)
 
     def fixes(r):
         return [c for c in failing if cells.loc[(c, r), "fixed"]]
@@ -469,12 +476,7 @@ def fig_modern(modern: pd.DataFrame, P: Params) -> plt.Figure:
 def modern_numbers(modern: pd.DataFrame, P: Params) -> dict:
     """The glued numbers of the second matrix: every cell in words, per row the remedies
     that fixed it and the failing ones, and the runs whose divergence skipping hid."""
-    summary = rm.summarize(modern)
-    cells = summary.set_index(["cause", "remedy"])
-    rows = list(dict.fromkeys(summary.cause))
-    failing = failing_rows(summary)
-    remedies = [r for r in dict.fromkeys(summary.remedy) if r not in ("none", "healthy")]
-    on_failing = summary.cause.isin(failing) & summary.remedy.isin(remedies)
+    summary, cells, rows, failing, remedies, on_failing = _cells(modern)
     applicable = summary[on_failing & summary.applicable]
     numbers = {
         "matrix_modern_seeds": P.modern_seeds,
