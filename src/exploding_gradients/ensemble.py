@@ -191,11 +191,14 @@ class _Ensemble:
         def get(name: str) -> torch.Tensor | None:
             return params[self.index[name]] if name in self.index else None
 
-        self.layers = [(get(f"blocks.{i}.linear.weight").transpose(1, 2),
-                        get(f"blocks.{i}.linear.bias").unsqueeze(1),
+        # The stacks themselves, not views of them: a view made once goes stale when the
+        # optimizer updates its base in place, and autograd then differentiates it as an
+        # as_strided of the whole flat buffer (a zero-filled (E, n) tensor per parameter
+        # per step, a fifth of the step); the forward pass takes fresh views instead.
+        self.layers = [(get(f"blocks.{i}.linear.weight"), get(f"blocks.{i}.linear.bias"),
                         get(f"blocks.{i}.norm.weight"), get(f"blocks.{i}.norm.bias"))
                        for i in range(len(self.acts))]
-        self.readout = (get("readout.weight").transpose(1, 2), get("readout.bias").unsqueeze(1))
+        self.readout = (get("readout.weight"), get("readout.bias"))
 
     def _record(self, module, inputs, output):
         self._preacts.append(output)
@@ -223,21 +226,21 @@ def _slice(value, idx: torch.Tensor, size: int):
     return value.clone() if isinstance(value, torch.Tensor) else value
 
 
-def _linear(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """``x @ W^T + b`` per member: x ``(E, B, in)`` or shared ``(B, in)``; ``weight_t``
-    is ``W^T`` ``(E, in, out)``, ``bias`` ``(E, 1, out)``."""
+def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``x @ W^T + b`` per member: x ``(E, B, in)`` or shared ``(B, in)``, ``weight``
+    ``(E, out, in)``, ``bias`` ``(E, out)``."""
     if x.ndim == 2:
-        x = x.expand(weight_t.shape[0], *x.shape)
-    return torch.baddbmm(bias, x, weight_t)
+        x = x.expand(weight.shape[0], *x.shape)
+    return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
 
 
 def _forward_bmm(ens: _Ensemble, x: torch.Tensor, retain: bool):
     """Outputs ``(E, B, d_out)`` and the hidden pre-activations, with ``baddbmm``."""
     preacts = []
-    for (weight_t, bias, norm_w, norm_b), act, eps, residual, scale in zip(
+    for (weight, bias, norm_w, norm_b), act, eps, residual, scale in zip(
             ens.layers, ens.acts, ens.layer_norm_eps, ens.residual, ens.residual_scale,
             strict=True):
-        z = _linear(x, weight_t, bias)
+        z = _linear(x, weight, bias)
         if retain:
             z.retain_grad()
         preacts.append(z)

@@ -363,17 +363,16 @@ def bare_ensemble(config: dict, seeds: int, data=None) -> Callable[[], None]:
                  for s in range(seeds)]
         names = list(named[0])
         params = [torch.stack([m[k].detach() for m in named]).requires_grad_() for k in names]
-        weights = [p.transpose(1, 2) for k, p in zip(names, params, strict=True)
-                   if k.endswith("weight")]
-        biases = [p.unsqueeze(1) for k, p in zip(names, params, strict=True)
-                  if k.endswith("bias")]
+        weights = [p for k, p in zip(names, params, strict=True) if k.endswith("weight")]
+        biases = [p for k, p in zip(names, params, strict=True) if k.endswith("bias")]
         opt = torch.optim.SGD(params, lr=config["lr"], foreach=True)
         gen = torch.Generator().manual_seed(0)
         for _ in range(config["steps"]):
             idx = torch.randint(0, n, (seeds, config["batch_size"]), generator=gen)
             h = x_train[idx]
             for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
-                h = torch.baddbmm(b, h, w)
+                # views taken afresh each step, as the engine does (ensemble._Ensemble._bind)
+                h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
                 if i < len(weights) - 1:
                     h = torch.relu(h)
             loss = data.loss(h, y_train[idx]) * seeds  # the sum of the members' mean losses
