@@ -3,13 +3,14 @@
 ``make benchmark`` (or ``python benchmarks/run.py --profile quick`` for a fast check):
 
 * batched vs looped seeds: a 20-layer width-64 MLP, 16 seeds, against the bare ensemble
-  (stacked matrix products and SGD, nothing else) and the machine's matmul peak
-  (``study.timing.benchmark_ensemble``);
+  (stacked matrix products and SGD, nothing else) and the machine's matmul peak, and the
+  engine sampling only the first and last step (``study.timing.benchmark_ensemble``);
 * parallel vs serial sweep: 8 training runs on one worker process per core vs one
   process (``backend="local"`` vs ``"serial"``), worker start-up not counted;
 * monitoring on vs off: a training step with and without the loop's monitoring, at
   width 64 and 256, split into its per-step and per-sample parts
-  (``study.timing.benchmark_monitoring``);
+  (``study.timing.benchmark_monitoring``), and a sampled step's part split into the
+  monitor's hooks, its reductions and the update ratio (``study.timing.monitoring_parts``);
 * warm and incremental vs cold book build (``build_time.measure_builds``).
 
 The record is written to ``benchmarks/latest.json`` (not versioned: it describes this
@@ -57,6 +58,8 @@ def main() -> None:
         # short runs, many rounds: each round's variants then run close together in time
         "monitoring": timing.benchmark_monitoring(depth=20, width=64, steps=20 if quick else 50,
                                                   repeat=3 if quick else 40),
+        "monitoring_parts": timing.monitoring_parts(depth=20, width=64,
+                                                    rounds=3 if quick else 20),
         "monitoring_wide": timing.benchmark_monitoring(depth=20, width=256,
                                                        steps=20 if quick else 50,
                                                        repeat=3 if quick else 20),
@@ -66,6 +69,10 @@ def main() -> None:
     rows = [
         ("batched / looped seeds, speed-up per seed-step", record["batched_seeds"]["ratio"]),
         ("batched / bare ensemble, time per seed-step", record["batched_seeds"]["over_bare"]),
+        ("  the same, sampling only the first and last step",
+         record["batched_seeds"]["unlogged_over_bare"]),
+        ("  test-set evaluation, arithmetic / training's",
+         record["batched_seeds"]["evaluation_flops"]),
         ("loop, share of the matmul peak", record["batched_seeds"]["loop_share"]),
         ("batched engine, share of the matmul peak", record["batched_seeds"]["batched_share"]),
         ("bare ensemble, share of the matmul peak", record["batched_seeds"]["bare_share"]),
@@ -74,6 +81,9 @@ def main() -> None:
         ("  its per-step part, fraction of a step", record["monitoring"]["every_step_overhead"]),
         ("  one sampled step, fraction of a step", record["monitoring"]["sample_cost"]),
         ("  smallest log_every within 5%", record["monitoring"]["interval_for_budget"]),
+        ("  a sampled step's hooks, fraction of a step", record["monitoring_parts"]["hooks"]),
+        ("  its reductions (layer_stats)", record["monitoring_parts"]["reading"]),
+        ("  its update ratio", record["monitoring_parts"]["update_ratio"]),
         ("monitoring on / off, time per step (width 256)",
          record["monitoring_wide"]["ratio"]),
         ("warm / cold book build", book["warm_s"] / book["cold_s"]),

@@ -1,6 +1,7 @@
 """The one timer and the costs built on it."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -91,6 +92,24 @@ def test_benchmark_ensemble_reports_both_engines_and_the_loop():
             "ratio_min", "ratio_max"} <= set(result)
     assert result["batched_s"] == min(result["bmm_s"], result["vmap_s"])
     assert result["ratio_min"] <= result["ratio"] <= result["ratio_max"]
+    assert result["unlogged_over_bare_min"] <= result["unlogged_over_bare"] \
+        <= result["unlogged_over_bare_max"]
+
+
+def test_evaluation_flops_count_one_forward_pass_over_the_test_set_per_sampled_step():
+    from exploding_gradients.experiments.feedforward import TEST_SAMPLES
+    cfg = {"width": 8, "depth": 3, "d_in": 4, "batch_size": 16, "steps": 25, "log_every": 10}
+    forward = 2 * (4 * 8 + 2 * 8 * 8 + 8 * 4)  # per sample: input, two hidden, readout
+    assert timing.training_flops(cfg) == 3 * forward * 16
+    # sampled: steps 0, 10, 20 and the last, 25
+    assert timing.evaluation_flops(cfg) == 4 * TEST_SAMPLES * forward / 25
+
+
+def test_monitoring_parts_split_a_sampled_step():
+    parts = timing.monitoring_parts({"depth": 3, "width": 8}, passes=2, rounds=3)
+    assert set(parts) == {"bare_step_seconds", "hooks", "reading", "update_ratio"}
+    assert parts["bare_step_seconds"] > 0
+    assert all(math.isfinite(parts[k]) for k in ("hooks", "reading", "update_ratio"))
 
 
 def test_benchmark_monitoring_reports_a_ratio():

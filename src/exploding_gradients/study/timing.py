@@ -28,7 +28,8 @@ import torch
 from ..engine.registry import get
 from ..engine.runner import sweep
 from ..ensemble import ENGINES, _keep_freed_memory, train_ensemble
-from ..experiments.feedforward import Run, build_run, make_data, training
+from ..experiments.feedforward import TEST_SAMPLES, Run, build_run, make_data, training
+from ..monitor import GradientMonitor, UpdateRatio
 from ..remedies import Remedies
 from ..train import train
 
@@ -163,6 +164,57 @@ def benchmark_monitoring(config: dict | None = None, steps: int = 50, repeat: in
             "ended_early": result["ended_early"]}
 
 
+def monitoring_parts(config: dict | None = None, passes: int = 20, rounds: int = 20,
+                     seed: int = 0, **overrides) -> dict:
+    """Where a sampled step's monitoring goes: each part's CPU time as a fraction of a bare
+    step (forward, backward and an SGD step of the ``training`` experiment's network on
+    one minibatch, ``passes`` times per round, :func:`interleaved`; medians over rounds).
+
+    ``hooks``: the :class:`.monitor.GradientMonitor`'s forward and backward hooks during
+    the pass, with registering and removing them; ``reading``: its ``layer_stats()``
+    (every reduction and the conversion to floats); ``update_ratio``: the
+    :class:`.monitor.UpdateRatio` around the step.  Their sum is close to
+    :func:`benchmark_monitoring`'s ``sample_cost``.
+    """
+    cfg = get("training").resolve({**(config or {}), **overrides})
+    run = build_run(cfg, seed)
+    model, x, y = run.model, run.data.x_train[:cfg["batch_size"]], \
+        run.data.y_train[:cfg["batch_size"]]
+    params = list(model.parameters())
+    opt = torch.optim.SGD(params, lr=1e-9)  # tiny: the network stays as it is
+    # one monitor that is never read (a pass then only overwrites the last one's tensors)
+    # and one read after every pass
+    hooked, reader = (GradientMonitor(model, run.layers(), enabled=False) for _ in range(2))
+    ratio = UpdateRatio(params)
+
+    def step(hooks: bool = False, read: bool = False, update: bool = False) -> None:
+        watcher = reader if read else hooked
+        for _ in range(passes):
+            watcher.enabled = hooks
+            opt.zero_grad()
+            run.data.loss(model(x), y).backward()
+            if read:
+                watcher.layer_stats()
+            watcher.enabled = False
+            if update:
+                ratio.before_step()
+            opt.step()
+            if update:
+                ratio.total()
+
+    times = interleaved({"bare": step, "hooks": lambda: step(hooks=True),
+                         "reading": lambda: step(hooks=True, read=True),
+                         "update_ratio": lambda: step(update=True)}, rounds=rounds)
+
+    def part(a: str, b: str) -> float:
+        return statistics.median((x - y) / z for x, y, z in
+                                 zip(times[a], times[b], times["bare"], strict=True))
+
+    return {"bare_step_seconds": statistics.median(times["bare"]) / passes,
+            "hooks": part("hooks", "bare"), "reading": part("reading", "hooks"),
+            "update_ratio": part("update_ratio", "bare")}
+
+
 @contextlib.contextmanager
 def _quiet_anomaly_mode():
     """``torch.autograd.detect_anomaly()`` without its "enabled" warning on every entry."""
@@ -249,6 +301,12 @@ def benchmark_ensemble(depth: int = 20, width: int = 64, seeds: int = 16, steps:
     training step's matrix-product FLOPs, :func:`training_flops`, per second of each
     variant, over the peak: the test-set evaluations the engines also do are not
     counted), and ``threads``.
+
+    The bare ensemble logs and evaluates nothing, while the book's runs evaluate the test
+    set at every sampled step: ``evaluation_flops`` is that arithmetic as a fraction of
+    the training's (:func:`evaluation_flops`), and ``unlogged_over_bare`` (with its
+    range) times the first engine sampling only the first and last step against the bare
+    ensemble, the engine's own cost beside the work it does for the book.
     """
     config = get("training").resolve({"depth": depth, "width": width, "steps": steps,
                                       **overrides})
@@ -256,11 +314,14 @@ def benchmark_ensemble(depth: int = 20, width: int = 64, seeds: int = 16, steps:
     _keep_freed_memory()  # for the loop too, so both run with the same allocator settings
     data = make_data(config)
 
-    def batched(engine: str) -> None:
-        train_ensemble(config, [build_run(config, s, data=data) for s in seed_list], engine)
+    unlogged = {**config, "log_every": steps}  # samples (and evaluates) the first and last
+
+    def batched(engine: str, cfg: dict = config) -> None:
+        train_ensemble(cfg, [build_run(cfg, s, data=data) for s in seed_list], engine)
 
     calls = {"loop": lambda: [training(config, s) for s in seed_list],
              **{e: (lambda e=e: batched(e)) for e in engines},
+             "unlogged": lambda: batched(engines[0], unlogged),
              "bare": lambda: bare_ensemble(config, seeds, data)()}
     times = {k: [t / (seeds * steps) for t in v]
              for k, v in interleaved(calls, rounds=rounds).items()}
@@ -276,6 +337,11 @@ def benchmark_ensemble(depth: int = 20, width: int = 64, seeds: int = 16, steps:
         return [x / y for x, y in zip(times[a], times[b], strict=True)]
 
     speedup, over_bare = ratios("loop", fastest), ratios(fastest, "bare")
+    unlogged_over_bare = ratios("unlogged", "bare")
+    result.update(unlogged_over_bare=statistics.median(unlogged_over_bare),
+                  unlogged_over_bare_min=min(unlogged_over_bare),
+                  unlogged_over_bare_max=max(unlogged_over_bare),
+                  evaluation_flops=evaluation_flops(config) / training_flops(config))
     result.update(engine=fastest, batched_s=result[f"{fastest}_s"],
                   batched_share=result[f"{fastest}_share"],
                   ratio=statistics.median(speedup), ratio_min=min(speedup),
@@ -310,6 +376,10 @@ def benchmark_record(path: Path) -> pd.DataFrame | None:
     ens = rec["batched_seeds"]
     rows = [("batched / looped seeds (speed-up per seed-step)", ens["ratio"]),
             ("batched / bare ensemble (time per seed-step)", ens.get("over_bare", math.nan)),
+            ("the same, sampling only the first and last step",
+             ens.get("unlogged_over_bare", math.nan)),
+            ("test-set evaluation, arithmetic / training's",
+             ens.get("evaluation_flops", math.nan)),
             ("loop, share of the matmul peak", ens.get("loop_share", math.nan)),
             ("batched engine, share of the matmul peak", ens.get("batched_share", math.nan)),
             ("bare ensemble, share of the matmul peak", ens.get("bare_share", math.nan)),
@@ -317,6 +387,12 @@ def benchmark_record(path: Path) -> pd.DataFrame | None:
             ("monitoring on / off (time per step)", rec["monitoring"]["ratio"]),
             ("smallest log_every keeping monitoring within 5%",
              rec["monitoring"].get("interval_for_budget", math.nan)),
+            ("a sampled step's monitor hooks, fraction of a step",
+             rec.get("monitoring_parts", {}).get("hooks", math.nan)),
+            ("a sampled step's monitor reductions, fraction of a step",
+             rec.get("monitoring_parts", {}).get("reading", math.nan)),
+            ("a sampled step's update ratio, fraction of a step",
+             rec.get("monitoring_parts", {}).get("update_ratio", math.nan)),
             ("monitoring on / off, width 256", rec.get("monitoring_wide", {}).get("ratio",
                                                                                 math.nan)),
             ("warm / cold book build", book["warm_s"] / book["cold_s"]),
@@ -338,14 +414,27 @@ def matmul_peak(n: int = 1024, rounds: int = 5) -> float:
     return 2 * n**3 / best
 
 
-def training_flops(config: dict) -> float:
-    """Floating-point operations of one seed-step of ``training``'s MLP: the matrix
-    products of the forward pass (2 per multiply-add) and of the backward pass (twice the
-    forward: the gradients with respect to the inputs and to the weights)."""
+def _forward_flops(config: dict) -> float:
+    """Floating-point operations of the matrix products of one sample's forward pass
+    through ``training``'s MLP (2 per multiply-add)."""
     width, depth = config["width"], config["depth"]
     d_out = 1 if config.get("task") == "regression" else 4
-    per_sample = 2 * (config["d_in"] * width + (depth - 1) * width**2 + width * d_out)
-    return 3 * per_sample * config["batch_size"]
+    return 2 * (config["d_in"] * width + (depth - 1) * width**2 + width * d_out)
+
+
+def training_flops(config: dict) -> float:
+    """Floating-point operations of one seed-step of ``training``'s MLP: the forward pass
+    over the minibatch and the backward pass (twice the forward: the gradients with
+    respect to the inputs and to the weights)."""
+    return 3 * _forward_flops(config) * config["batch_size"]
+
+
+def evaluation_flops(config: dict) -> float:
+    """Floating-point operations per seed-step of ``training``'s test-set evaluations
+    (a forward pass over the test set at every sampled step), averaged over the run."""
+    steps, every = config["steps"], config["log_every"]
+    sampled = len(set(range(0, steps + 1, every)) | {steps})
+    return sampled * TEST_SAMPLES * _forward_flops(config) / steps
 
 
 def bare_ensemble(config: dict, seeds: int, data=None) -> Callable[[], None]:
