@@ -177,3 +177,21 @@ def test_ctrl_c_while_the_package_loads_ends_with_a_message(tmp_path):
     assert done.returncode == 130
     assert done.stderr.strip() == ("interrupted while loading exploding_gradients; "
                                    "nothing was computed")
+
+
+def test_a_read_only_cache_warns_in_one_line_and_still_writes_out(tmp_path, monkeypatch,
+                                                                   capsys):
+    from exploding_gradients.engine import cache
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setenv("EXPLODING_GRADIENTS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(cache.tempfile, "mkstemp", read_only)
+    out = tmp_path / "out"
+    assert main(["run", "signal_propagation", "--set", "depth=3", "--set", "width=8",
+                 "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("warning: results cache") and "is read-only" in err
+    assert "UserWarning" not in err and "Traceback" not in err
+    assert len(pd.read_csv(out / "results.csv")) == 3

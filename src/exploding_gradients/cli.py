@@ -19,6 +19,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 from .engine.backends import check_backend
@@ -65,6 +66,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "list":
         print(_list())
         return 0
+    with warnings.catch_warnings():  # a warning is a message to the user, not a traceback
+        warnings.showwarning = _show_warning
+        return _run(args)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         seeds = _seeds(args.seeds)
         exp = get(args.name)
