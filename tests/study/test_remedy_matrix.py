@@ -75,6 +75,7 @@ def test_one_setting_per_remedy_scaled_only_by_the_cells_depth_and_steps():
     # the batched engine is asked for only where the caller says so, and only for MLPs
     assert "engine" not in mx.cause_config("inputs", steps=5)
     assert mx.cause_config("inputs", steps=5, engine="batched")["engine"] == "batched"
+    assert mx.cause_config("inputs", steps=5, engine="loop")["engine"] == "loop"
     assert "engine" not in mx.cause_config("long_rnn", steps=5, engine="batched")
     # a remedy changes only what it names
     base = mx.cause_config("batch_norm", steps=5)

@@ -287,15 +287,16 @@ CLASSIC_REMEDIES = ("none", "clip_norm", "clip_value", "agc", "init", "batch_nor
 
 
 def cause_config(cause: str, *, steps: int, depth: int = 30, width: int = 64,
-                 n_train: int = 512, batch_size: int = 64, engine: str = "loop") -> dict:
+                 n_train: int = 512, batch_size: int = 64, engine: str | None = None) -> dict:
     """The failing configuration of ``cause`` with the common training settings.
 
     MLPs: SGD with momentum 0.9 at lr 0.01, ReLU, width ``width``, ``depth`` hidden layers,
     unless the cause says otherwise.  Test loss (and the per-layer statistics) are sampled
     every ``steps // 4`` steps and at the last step: the samples early stopping chooses
     from.  (Sampling is a large part of a short run's cost, hence so few.)  ``engine``
-    (MLPs only): ``"batched"`` trains the seeds of a cell as one ensemble where the
-    configuration allows it (same results up to float rounding).
+    (MLPs only; None: the experiment's default, ``"batched"``): ``"batched"`` trains the
+    seeds of a cell as one ensemble where the configuration allows it, ``"loop"`` one
+    seed after another (same results up to float rounding).
     """
     c = CAUSES[cause]
     log_every = max(1, steps // 4)
@@ -303,7 +304,7 @@ def cause_config(cause: str, *, steps: int, depth: int = 30, width: int = 64,
         return dict(c.failing, steps=steps, log_every=log_every)
     base = dict(depth=depth, width=width, optimizer="momentum", lr=0.01, n_train=n_train,
                 batch_size=batch_size, steps=steps, log_every=log_every)
-    if engine != "loop":
+    if engine is not None:
         base["engine"] = engine
     # only the settings the row's architecture reads (a convnet has no width)
     arch = c.failing.get("architecture", "mlp")
@@ -467,15 +468,15 @@ def at_budget(df: pd.DataFrame, q: float, stall_threshold: float = Settings.stal
 def run_matrix(seeds: int, steps: int, *, depth: int = 30, width: int = 64,
                n_train: int = 512, batch_size: int = 64, settings: Settings | None = None,
                causes: Iterable[str] | None = None, remedies: Iterable[str] | None = None,
-               engine: str = "loop") -> pd.DataFrame:
+               engine: str | None = None) -> pd.DataFrame:
     """Train every applicable (cause, remedy) cell for seeds ``0 .. seeds-1``.
 
     One row per cause x remedy x seed, in the order of :data:`CAUSES` and
     :data:`REMEDIES`: ``applicable`` and, when not, ``note`` (why); otherwise the
     columns of :func:`outcome`.  Runs go through :func:`.experiments.run`, so they are
     cached; identical cells (He init as a remedy and as the cause removed) run once.
-    ``engine="batched"`` trains the seeds of each feed-forward cell as one ensemble where
-    the configuration allows it (:func:`cause_config`).
+    ``engine`` goes to :func:`cause_config`: ``"batched"`` (the default) trains the seeds
+    of each feed-forward cell as one ensemble where the configuration allows it.
     """
     settings = settings or Settings()
     check_seeds(seeds)
