@@ -65,34 +65,9 @@ def main() -> None:
                                                        repeat=3 if quick else 20),
         "book": measure_builds(profile),
     }
-    book = record["book"]
-    rows = [
-        ("batched / looped seeds, speed-up per seed-step", record["batched_seeds"]["ratio"]),
-        ("batched / bare ensemble, time per seed-step", record["batched_seeds"]["over_bare"]),
-        ("  the same, sampling only the first and last step",
-         record["batched_seeds"]["unlogged_over_bare"]),
-        ("  test-set evaluation, arithmetic / training's",
-         record["batched_seeds"]["evaluation_flops"]),
-        ("loop, share of the matmul peak", record["batched_seeds"]["loop_share"]),
-        ("batched engine, share of the matmul peak", record["batched_seeds"]["batched_share"]),
-        ("bare ensemble, share of the matmul peak", record["batched_seeds"]["bare_share"]),
-        ("local (all cores) / serial sweep, speed-up", record["parallel_sweep"]["ratio"]),
-        ("monitoring on / off, time per step (width 64)", record["monitoring"]["ratio"]),
-        ("  its per-step part, fraction of a step", record["monitoring"]["every_step_overhead"]),
-        ("  one sampled step, fraction of a step", record["monitoring"]["sample_cost"]),
-        ("  smallest log_every within 5%", record["monitoring"]["interval_for_budget"]),
-        ("  a sampled step's hooks, fraction of a step", record["monitoring_parts"]["hooks"]),
-        ("  its reductions (layer_stats)", record["monitoring_parts"]["reading"]),
-        ("  its update ratio", record["monitoring_parts"]["update_ratio"]),
-        ("monitoring on / off, time per step (width 256)",
-         record["monitoring_wide"]["ratio"]),
-        ("warm / cold book build", book["warm_s"] / book["cold_s"]),
-        ("incremental / cold book build", book["incremental_s"] / book["cold_s"]),
-    ]
     print(f"machine: {record['machine']}  commit {record['commit']}  profile {profile}")
-    for label, value in rows:
-        print(f"{label + ':':<52}{value:8.3f}")
-    print(f"{'cold book build (seconds):':<52}{book['cold_s']:8.1f}")
+    for label, value in timing.record_rows(record):
+        print(f"{label + ':':<58}{value:8.3f}")
     RECORD.write_text(json.dumps(record, indent=1, default=float))
     print(f"record written to {RECORD}")
 

@@ -74,7 +74,7 @@ def test_benchmark_record_is_none_without_a_record_and_a_table_with_one(tmp_path
     assert timing.benchmark_record(tmp_path / "absent.json") is None
     record = {"date": "2026-01-01T00:00:00+00:00", "commit": "abc", "machine": "x86_64",
               "batched_seeds": {"ratio": 4.0}, "parallel_sweep": {"ratio": 1.8},
-              "monitoring": {"ratio": 1.02},
+              "monitoring": {"ratio": 1.02}, "monitoring_parts": {"hooks": 0.25},
               "book": {"profile": "default", "cold_s": 200.0, "warm_s": 0.1,
                        "incremental_s": 30.0, "incremental_pages": ["depth"]}}
     path = tmp_path / "latest.json"
@@ -83,6 +83,8 @@ def test_benchmark_record_is_none_without_a_record_and_a_table_with_one(tmp_path
     values = dict(zip(table.measurement, table.value, strict=True))
     assert values["warm / cold book build"] == pytest.approx(0.0005)
     assert values["incremental / cold book build"] == pytest.approx(0.15)
+    assert values["monitoring: the hooks of a sampled step"] == 0.25
+    assert math.isnan(values["monitoring: the reductions of a sampled step"])  # not recorded
     assert set(table.machine) == {"x86_64"}
 
 

@@ -368,39 +368,44 @@ def sweep_speedup(jobs: int = 8, steps: int = 200, rounds: int = 1) -> dict:
 def benchmark_record(path: Path) -> pd.DataFrame | None:
     """The ``make benchmark`` record at ``path`` (``benchmarks/latest.json``, written by
     ``benchmarks/run.py``; not versioned, since it describes one machine) as a table of
-    ratios, or None if there is none."""
+    ratios (:func:`record_rows`), or None if there is none."""
     if not path.is_file():
         return None
     rec = json.loads(path.read_text())
-    book = rec["book"]
-    ens = rec["batched_seeds"]
-    rows = [("batched / looped seeds (speed-up per seed-step)", ens["ratio"]),
-            ("batched / bare ensemble (time per seed-step)", ens.get("over_bare", math.nan)),
-            ("the same, sampling only the first and last step",
-             ens.get("unlogged_over_bare", math.nan)),
-            ("test-set evaluation, arithmetic / training's",
-             ens.get("evaluation_flops", math.nan)),
-            ("loop, share of the matmul peak", ens.get("loop_share", math.nan)),
-            ("batched engine, share of the matmul peak", ens.get("batched_share", math.nan)),
-            ("bare ensemble, share of the matmul peak", ens.get("bare_share", math.nan)),
-            ("all cores / one process (sweep speed-up)", rec["parallel_sweep"]["ratio"]),
-            ("monitoring on / off (time per step)", rec["monitoring"]["ratio"]),
-            ("smallest log_every keeping monitoring within 5%",
-             rec["monitoring"].get("interval_for_budget", math.nan)),
-            ("a sampled step's monitor hooks, fraction of a step",
-             rec.get("monitoring_parts", {}).get("hooks", math.nan)),
-            ("a sampled step's monitor reductions, fraction of a step",
-             rec.get("monitoring_parts", {}).get("reading", math.nan)),
-            ("a sampled step's update ratio, fraction of a step",
-             rec.get("monitoring_parts", {}).get("update_ratio", math.nan)),
-            ("monitoring on / off, width 256", rec.get("monitoring_wide", {}).get("ratio",
-                                                                                math.nan)),
-            ("warm / cold book build", book["warm_s"] / book["cold_s"]),
-            ("incremental / cold book build", book["incremental_s"] / book["cold_s"]),
-            ("cold book build, seconds", book["cold_s"])]
-    return pd.DataFrame(rows, columns=["measurement", "value"]).assign(
+    return pd.DataFrame(record_rows(rec), columns=["measurement", "value"]).assign(
         machine=rec["machine"], date=rec["date"], commit=rec["commit"],
-        profile=book["profile"])
+        profile=rec["book"]["profile"])
+
+
+def record_rows(rec: dict) -> list[tuple[str, float]]:
+    """The measurements of a ``make benchmark`` record, as (label, value): what the script
+    prints and the Scaling page shows (NaN for what an older record lacks)."""
+    book, ens, mon = rec["book"], rec["batched_seeds"], rec["monitoring"]
+    parts, wide = rec.get("monitoring_parts", {}), rec.get("monitoring_wide", {})
+    return [
+        ("batched / looped seeds (speed-up per seed-step)", ens["ratio"]),
+        ("batched / bare ensemble (time per seed-step)", ens.get("over_bare", math.nan)),
+        ("batched / bare, sampling only the first and last step",
+         ens.get("unlogged_over_bare", math.nan)),
+        ("test-set evaluation / training, arithmetic", ens.get("evaluation_flops", math.nan)),
+        ("loop, share of the matmul peak", ens.get("loop_share", math.nan)),
+        ("batched engine, share of the matmul peak", ens.get("batched_share", math.nan)),
+        ("bare ensemble, share of the matmul peak", ens.get("bare_share", math.nan)),
+        ("all cores / one process (sweep speed-up)", rec["parallel_sweep"]["ratio"]),
+        ("monitoring on / off (time per step, width 64)", mon["ratio"]),
+        ("monitoring: its per-step part, fraction of a step",
+         mon.get("every_step_overhead", math.nan)),
+        ("monitoring: one sampled step, fraction of a step", mon.get("sample_cost", math.nan)),
+        ("monitoring: the hooks of a sampled step", parts.get("hooks", math.nan)),
+        ("monitoring: the reductions of a sampled step", parts.get("reading", math.nan)),
+        ("monitoring: the update ratio of a sampled step", parts.get("update_ratio", math.nan)),
+        (f"monitoring: a long run's overhead at log_every {mon.get('log_every', 10)}",
+         mon.get("long_run_overhead", math.nan)),
+        ("monitoring: smallest log_every within 5%", mon.get("interval_for_budget", math.nan)),
+        ("monitoring on / off (time per step, width 256)", wide.get("ratio", math.nan)),
+        ("warm / cold book build", book["warm_s"] / book["cold_s"]),
+        ("incremental / cold book build", book["incremental_s"] / book["cold_s"]),
+        ("cold book build, seconds", book["cold_s"])]
 
 
 # --------------------------------------------------------------------------- the limit
