@@ -671,10 +671,3 @@ def test_training_records_each_layers_update_ratio_and_moments():
     rows = skipped[(skipped.layer > 0) & skipped.step.isin(steps)]
     assert len(rows) and (rows.update_ratio == 0).all()  # a skipped step changes nothing
     assert rows.moment1.isna().all()  # plain SGD keeps no moments
-
-
-def test_zero_counts_count_exact_zeros_of_tensors_of_any_size():
-    from exploding_gradients.monitor import zero_counts
-    tensors = [torch.tensor([0.0, 1.0, -0.0]), torch.zeros(2, 2), torch.tensor([[1.0, 0.0]]),
-               torch.tensor([2.0, 3.0, 0.0], dtype=torch.float64), torch.ones(0)]
-    assert zero_counts(tensors) == [2, 4, 1, 1, 0]

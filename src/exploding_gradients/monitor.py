@@ -113,28 +113,6 @@ def norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     return [torch.linalg.vector_norm(t) for t in tensors]
 
 
-def _groups(tensors: list[torch.Tensor]) -> list[list[int]]:
-    """Indices of ``tensors`` grouped by size, dtype and device: each group can be stacked
-    and reduced in one call (the hidden layers of a network of one width form one)."""
-    groups: dict[tuple, list[int]] = {}
-    for i, t in enumerate(tensors):
-        groups.setdefault((t.numel(), t.dtype, t.device), []).append(i)
-    return list(groups.values())
-
-
-@torch.no_grad()
-def zero_counts(tensors: list[torch.Tensor]) -> list[int]:
-    """How many entries of each tensor are exactly zero; tensors of one size are stacked
-    and counted in one call (three calls per tensor cost a monitored step of a 20-layer,
-    width-64 MLP an eighth of a step)."""
-    out = [0] * len(tensors)
-    for members in _groups(tensors):
-        stacked = torch.stack([tensors[i].reshape(-1) for i in members])
-        for i, count in zip(members, (stacked == 0).sum(1).tolist(), strict=True):
-            out[i] = count
-    return out
-
-
 @torch.no_grad()
 def variances(tensors: list[torch.Tensor]) -> list[float]:
     """Population variance of each tensor, as floats.
@@ -144,9 +122,13 @@ def variances(tensors: list[torch.Tensor]) -> list[float]:
     several times faster than one ``var()`` each.
     """
     out = [math.nan] * len(tensors)
-    for members in _groups(tensors):
+    groups: dict[tuple, list[int]] = {}
+    for i, t in enumerate(tensors):
+        groups.setdefault((t.numel(), t.dtype, t.device), []).append(i)
+    for members in groups.values():
         # in float64: a float32 sum of squares overflows long before the variance does
         stacked = torch.stack([tensors[i].reshape(-1) for i in members]).double()
+        # in place: a temporary this size costs its allocation more than its arithmetic
         var = stacked.sub_(stacked.mean(1, keepdim=True)).square_().mean(1)
         # back to the tensors' precision (at least float32), where var() would give it
         var = var.to(torch.promote_types(tensors[members[0]].dtype, torch.float32))
@@ -557,7 +539,7 @@ class GradientMonitor:
         present = [g.detach() for gs in grads.values() for g in gs if g is not None]
         stats = self._read()
         grad_norms = iter(as_floats(norms(present)))
-        zeros = iter(zero_counts(present))
+        zeros = iter(as_floats([(g == 0).sum().double() for g in present]))
         rows = []
         for index, (name, gs) in enumerate(grads.items(), start=1):
             s, found = stats[name], [g for g in gs if g is not None]
