@@ -151,12 +151,13 @@ def test_ensemble_and_sweep_numbers():
     bench = {"ratio": 3.14, "engine": "bmm", "loop_s": 0.002, "batched_s": 0.0005,
              "bare_s": 0.0004, "over_bare": 1.25, "peak_flops": 1.1e11, "loop_share": 0.12,
              "batched_share": 0.48, "bare_share": 0.6, "unlogged_over_bare": 1.1,
-             "evaluation_flops": 0.587}
+             "evaluation_flops": 0.587, "unlogged_evaluation_flops": 0.107}
     assert chapter.ensemble_numbers(bench, P) == {
         "scale_ens_seeds": 4, "scale_ens_steps": 8, "scale_ens_ratio": "3.1",
         "scale_ens_engine": "bmm", "scale_ens_loop_ms": "2.00", "scale_ens_batched_ms": "0.50",
         "scale_ens_bare_ms": "0.40", "scale_ens_over_bare": "1.25", "scale_ens_peak": "110",
         "scale_ens_unlogged_over_bare": "1.10", "scale_ens_eval_flops": "59%",
+        "scale_ens_unlogged_eval_flops": "11%",
         "scale_ens_loop_share": "12%", "scale_ens_batched_share": "48%",
         "scale_ens_bare_share": "60%"}
     speedup = {"jobs": 8, "workers": 2, "serial_s": 2.0, "local_s": 1.1, "ratio": 1.818}

@@ -251,6 +251,7 @@ def ensemble_numbers(bench: dict, P: Params) -> dict:
             "scale_ens_over_bare": f"{bench['over_bare']:.2f}",
             "scale_ens_unlogged_over_bare": f"{bench['unlogged_over_bare']:.2f}",
             "scale_ens_eval_flops": f"{100 * bench['evaluation_flops']:.0f}%",
+            "scale_ens_unlogged_eval_flops": f"{100 * bench['unlogged_evaluation_flops']:.0f}%",
             "scale_ens_peak": f"{bench['peak_flops'] / 1e9:.0f}",
             **{f"scale_ens_{k}_share": f"{100 * bench[f'{k}_share']:.0f}%"
                for k in ("loop", "batched", "bare")}}
