@@ -211,7 +211,10 @@ def visited(browser, site, built_book):
                     report.failed_requests.append(f"HTTP {response.status} {response.url}")
 
             def on_requestfailed(request, report=report):
-                if _origin(request.url) == origin:
+                # net::ERR_ABORTED is a request the browser cancelled (MathJax dropping a
+                # font it no longer needs), not a missing file: that one answers with an
+                # HTTP error status, caught above, and a broken image is caught below.
+                if _origin(request.url) == origin and request.failure != "net::ERR_ABORTED":
                     report.failed_requests.append(f"{request.failure} {request.url}")
 
             page.on("console", on_console)
@@ -220,6 +223,7 @@ def visited(browser, site, built_book):
             page.on("requestfailed", on_requestfailed)
             response = page.goto(site + name, wait_until="load")
             assert response is not None and response.ok, f"{name}: {response and response.status}"
+            page.wait_for_load_state("networkidle")  # fonts and scripts loaded after "load"
             found = page.evaluate(COLLECT)
             page.remove_listener("console", on_console)
             page.remove_listener("pageerror", on_pageerror)
