@@ -147,7 +147,7 @@ def benchmark_monitoring(config: dict | None = None, steps: int = 50, repeat: in
     log_every = get("training").resolve({**(config or {}), **overrides})["log_every"]
 
     def sampled(interval: int) -> float:  # fraction of the steps that are sampled
-        return len(set(range(0, steps + 1, interval)) | {steps}) / steps
+        return sampled_steps(steps, interval) / steps
 
     per_step, per_sample = [], []
     for on, every, off in zip(times["on"], times["every"], times["off"], strict=True):
@@ -440,9 +440,14 @@ def training_flops(config: dict) -> float:
 def evaluation_flops(config: dict) -> float:
     """Floating-point operations per seed-step of ``training``'s test-set evaluations
     (a forward pass over the test set at every sampled step), averaged over the run."""
-    steps, every = config["steps"], config["log_every"]
-    sampled = len(set(range(0, steps + 1, every)) | {steps})
-    return sampled * TEST_SAMPLES * _forward_flops(config) / steps
+    steps = config["steps"]
+    return sampled_steps(steps, config["log_every"]) * TEST_SAMPLES * _forward_flops(config) / steps
+
+
+def sampled_steps(steps: int, every: int) -> int:
+    """How many of a run's steps 0 .. ``steps`` the training loop samples (logs per layer
+    and evaluates): every ``every``-th, and the last."""
+    return len(set(range(0, steps + 1, every)) | {steps})
 
 
 def bare_ensemble(config: dict, seeds: int, data=None) -> Callable[[], None]:
